@@ -1,0 +1,97 @@
+"""Typed errors shared by the client, the pipeline and the CLI.
+
+Every error renders the seed system's failure JSON
+(``{"success": false, "error": {"code", "message", "details"}}``) so the CLI's
+``--json`` output and the report asset speak the same language. No error ever
+carries a secret: callers pass only redacted URLs and header-free details.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WellAssetsError(Exception):
+    """Base class: an error with a stable machine-readable code."""
+
+    code: str = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = {k: v for k, v in details.items() if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": False,
+            "error": {"code": self.code, "message": self.message, "details": self.details},
+        }
+
+
+class ConfigError(WellAssetsError, ValueError):
+    """A setting is invalid. The message names the setting and the allowed values."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, setting: str, value: Any, allowed: str) -> None:
+        super().__init__(
+            f"invalid setting {setting}={value!r}: allowed values are {allowed}",
+            setting=setting,
+            value=repr(value),
+            allowed=allowed,
+        )
+        self.setting = setting
+
+
+class ExternalApiError(WellAssetsError):
+    """The OData service failed (after retries, or with a non-retryable status)."""
+
+    code = "EXTERNAL_API_ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        odata_code: str | None = None,
+        page: int | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        url: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            status=status,
+            odata_code=odata_code,
+            page=page,
+            retry_after=retry_after,
+            request_id=request_id,
+            url=url,
+            attempts=attempts,
+        )
+        self.status = status
+        self.odata_code = odata_code
+        self.page = page
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.url = url
+        self.attempts = attempts
+
+
+class PaginationError(WellAssetsError):
+    """Bad page parameters, or a paging protocol violation (nextLink loop, foreign host)."""
+
+    code = "PAGINATION_ERROR"
+
+
+class ValidationError(WellAssetsError):
+    """A page's shape is wrong (a required column missing or renamed)."""
+
+    code = "VALIDATION_ERROR"
+
+
+class DatabaseError(WellAssetsError):
+    """DuckDB failed; the page's transaction was rolled back."""
+
+    code = "DATABASE_ERROR"
