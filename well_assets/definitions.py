@@ -1,0 +1,23 @@
+"""The well-assets code location: every asset, check, job, sensor, schedule and resource.
+
+Read this file to see the whole system. Settings come from the environment
+(README "Settings"); with ODATA_BASE_URL unset the bundled demo service is used.
+"""
+
+import dagster as dg
+
+from well_assets.assets import well_production, well_production_import_report
+from well_assets.checks import well_production_checks
+from well_assets.jobs import odata_import_job
+from well_assets.resources import resources_from_env
+from well_assets.schedules import odata_nightly_refresh
+from well_assets.sensors import odata_page_sensor
+
+defs = dg.Definitions(
+    assets=[well_production, well_production_import_report],
+    asset_checks=well_production_checks,
+    jobs=[odata_import_job],
+    sensors=[odata_page_sensor],
+    schedules=[odata_nightly_refresh],
+    resources=resources_from_env(),
+)

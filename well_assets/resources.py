@@ -1,0 +1,143 @@
+"""Dagster resources: the OData source and the DuckDB database.
+
+These are thin typed configuration layers. The HTTP work lives in ``well_assets.odata``
+(which knows nothing of Dagster) and the SQL in ``well_assets.storage``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+from pydantic import Field
+
+from well_assets import settings
+from well_assets.odata import ClientConfig, ODataClient
+from well_assets.storage import DuckDBStore
+from well_assets.storage.io_manager import WellsDuckDBIOManager
+
+
+class ODataResource(dg.ConfigurableResource):
+    """An OData v4 entity set, read page by page with retries, throttling and a cache.
+
+    Leave ``base_url`` empty to use the bundled demo service (started in-process).
+    Credentials come from ``dg.EnvVar`` and never reach logs, metadata or storage.
+    """
+
+    base_url: str | None = Field(default=None, description="Service root; empty: bundled demo service.")
+    entity_set: str = Field(default=settings.DEFAULT_ENTITY_SET, description="Entity set name.")
+    page_size: int = Field(default=settings.DEFAULT_PAGE_SIZE, description="Records per page, 1..5000.")
+    orderby: str = Field(default="WellCode,ProductionDate", description="$orderby: must be a stable total order.")
+    filter: str | None = Field(default=None, description="$filter applied to every request.")
+    select: str | None = Field(default=None, description="$select (the five production properties are required).")
+    token: str | None = Field(default=None, description="Bearer token (use dg.EnvVar).")
+    username: str | None = Field(default=None, description="Basic auth user (use dg.EnvVar).")
+    password: str | None = Field(default=None, description="Basic auth password (use dg.EnvVar).")
+    connect_timeout: float = Field(default=5.0, description="Seconds to connect.")
+    read_timeout: float = Field(default=60.0, description="Seconds to read a response.")
+    max_retries: int = Field(default=5, description="Retries per request after the first attempt.")
+    backoff_base: float = Field(default=0.5, description="First backoff delay, seconds (exponential, full jitter).")
+    backoff_cap: float = Field(default=30.0, description="Longest backoff delay, seconds.")
+    min_interval: float = Field(default=0.0, description="Minimum seconds between requests (process-wide).")
+    adaptive_throttle: bool = Field(default=True, description="Slow down on 429 or rising latency.")
+    max_retry_after: float = Field(default=120.0, description="Longest Retry-After honoured before failing fast.")
+    cache_dir: str | None = Field(default=None, description="Directory for the response cache; empty: off.")
+    cache_ttl_seconds: float = Field(default=3600.0, description="Response cache time-to-live.")
+
+    def client_config(self, run_id: str = "local", cache_namespace: str | None = None) -> ClientConfig:
+        # The cache serves retries within one run group only (namespace = root run id):
+        # a later import must see the source as it is now, not as it was.
+        cache_dir = self.cache_dir
+        if cache_dir and cache_namespace:
+            cache_dir = str(Path(cache_dir) / cache_namespace)
+        elif not cache_namespace:
+            cache_dir = None
+        config = ClientConfig(
+            base_url=settings.resolve_base_url(self.base_url),
+            entity_set=self.entity_set,
+            page_size=self.page_size,
+            orderby=self.orderby,
+            filter=self.filter,
+            select=self.select,
+            token=self.token,
+            username=self.username,
+            password=self.password,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_retries=self.max_retries,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+            min_interval=self.min_interval,
+            adaptive_throttle=self.adaptive_throttle,
+            max_retry_after=self.max_retry_after,
+            cache_dir=cache_dir,
+            cache_ttl_seconds=self.cache_ttl_seconds,
+            run_id=run_id,
+        )
+        config.validate()
+        return config
+
+    def source_identity(self) -> str:
+        """Names the source without credentials: it keys the recorded page size."""
+        return source_identity(settings.resolve_base_url(self.base_url), self.entity_set, self.filter)
+
+    @contextmanager
+    def client(self, run_id: str = "local", logger=None, cache_namespace: str | None = None) -> Iterator[ODataClient]:
+        with ODataClient(self.client_config(run_id, cache_namespace), logger=logger) as client:
+            yield client
+
+
+def source_identity(base_url: str, entity_set: str, odata_filter: str | None) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base_url)
+    # Userinfo in a URL is a credential: keep only host and path.
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    # The embedded demo service gets a new port per process; it is the same source.
+    if parts.hostname == "127.0.0.1" and settings.is_embedded(base_url):
+        clean = "embedded-demo"
+    return f"{clean}/{entity_set}" + (f"?$filter={odata_filter}" if odata_filter else "")
+
+
+class WellsDatabase(dg.ConfigurableResource):
+    """The DuckDB file that holds the production table, rejects and the page ledger."""
+
+    path: str = Field(default=settings.DEFAULT_DATABASE, description="DuckDB file (WELLS_DATABASE).")
+    lock_timeout: float = Field(default=120.0, description="Seconds to wait for another writer's file lock.")
+
+    def store(self) -> DuckDBStore:
+        settings.validate_database(self.path)
+        return DuckDBStore(self.path, lock_timeout=self.lock_timeout)
+
+
+def _secret(name: str):
+    """An EnvVar for a set secret (resolved at run time, never shown), else None."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def resources_from_env(env_settings: settings.Settings | None = None) -> dict:
+    """The resources for the current environment (DESIGN.md settings)."""
+    s = env_settings or settings.Settings.from_env()
+    cache_dir = os.environ.get("ODATA_CACHE_DIR", str(Path(s.database).parent / "odata-cache"))
+    odata = ODataResource(
+        base_url=s.base_url,
+        entity_set=s.entity_set,
+        page_size=s.page_size,
+        filter=s.filter,
+        token=_secret("ODATA_TOKEN"),
+        username=_secret("ODATA_USERNAME"),
+        password=_secret("ODATA_PASSWORD"),
+        min_interval=float(os.environ.get("ODATA_MIN_INTERVAL", "0")),
+        cache_dir=cache_dir or None,
+    )
+    return {
+        "odata": odata,
+        "wells_db": WellsDatabase(path=s.database),
+        "wells_io_manager": WellsDuckDBIOManager(database=s.database),
+    }
