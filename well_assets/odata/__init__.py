@@ -1,0 +1,13 @@
+"""Plain-Python OData v4 client (no Dagster): paging done right, retries, throttle, cache.
+
+    from well_assets.odata import ClientConfig, ODataClient
+    with ODataClient(ClientConfig(base_url="https://host/odata", page_size=1000)) as client:
+        total = client.count()
+        page = client.fetch_page(0)      # PageResult: records, source_count, timings, request ids
+"""
+
+from .client import ODataClient, PageResult
+from .config import ClientConfig
+from .throttle import Throttle, reset_throttles, throttle_for
+
+__all__ = ["ClientConfig", "ODataClient", "PageResult", "Throttle", "reset_throttles", "throttle_for"]
