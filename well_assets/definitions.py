@@ -12,12 +12,19 @@ from well_assets.jobs import odata_import_job
 from well_assets.resources import resources_from_env
 from well_assets.schedules import odata_nightly_refresh
 from well_assets.sensors import odata_page_sensor
+from well_assets.settings import Settings
 
-defs = dg.Definitions(
-    assets=[well_production, well_production_import_report],
-    asset_checks=well_production_checks,
-    jobs=[odata_import_job],
-    sensors=[odata_page_sensor],
-    schedules=[odata_nightly_refresh],
-    resources=resources_from_env(),
-)
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    """The code location for the given settings (default: from the environment)."""
+    return dg.Definitions(
+        assets=[well_production, well_production_import_report],
+        asset_checks=well_production_checks,
+        jobs=[odata_import_job],
+        sensors=[odata_page_sensor],
+        schedules=[odata_nightly_refresh],
+        resources=resources_from_env(settings),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,140 @@
+"""The `well-assets` command: `import`, `demo-server` and `trigger`.
+
+`import` runs the Dagster job in this process (using DAGSTER_HOME's instance when set, so
+the runs show in the UI), with a progress bar on a terminal and a quiet summary for cron.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from well_assets.errors import WellAssetsError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _add_import_parser(sub) -> None:
+    p = sub.add_parser(
+        "import",
+        help="import OData pages into DuckDB through Dagster",
+        description="Registers the page partitions for the source's current count and materializes "
+        "the requested pages (one DuckDB transaction per page). Flags override the environment.",
+    )
+    p.add_argument("--base-url", help="OData service root (ODATA_BASE_URL); default: bundled demo service")
+    p.add_argument("--entity-set", help="entity set (ODATA_ENTITY_SET, default WellProduction)")
+    p.add_argument("--database", help="DuckDB file (WELLS_DATABASE, default data/wells.duckdb)")
+    p.add_argument("--page-size", help="records per page, 1..5000 (ODATA_PAGE_SIZE, default 1000)")
+    p.add_argument("--filter", dest="odata_filter", help="OData $filter for every request (ODATA_FILTER)")
+    p.add_argument("--start-page", default="0", help="first page to import (default 0)")
+    p.add_argument("--max-pages", default=None, help="import at most this many pages (default: all)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
+
+def _import(args) -> int:
+    from well_assets.importer import ImportRequest, run_import
+    from well_assets.settings import Settings, validate_database, validate_entity_set, validate_page_size
+
+    try:
+        base = Settings.from_env()
+        request = ImportRequest(
+            settings=Settings(
+                base_url=args.base_url if args.base_url is not None else base.base_url,
+                entity_set=validate_entity_set(args.entity_set, "--entity-set") if args.entity_set else base.entity_set,
+                page_size=validate_page_size(args.page_size, "--page-size") if args.page_size else base.page_size,
+                filter=args.odata_filter if args.odata_filter is not None else base.filter,
+                database=validate_database(args.database, "--database") if args.database else base.database,
+            ),
+            start_page=_non_negative(args.start_page, "--start-page"),
+            max_pages=_positive(args.max_pages, "--max-pages") if args.max_pages is not None else None,
+        )
+        if request.settings.base_url:
+            from well_assets.settings import validate_base_url
+
+            validate_base_url(request.settings.base_url, "--base-url")
+    except WellAssetsError as exc:
+        return _fail(exc, args.json, EXIT_USAGE)
+    show_progress = not args.no_progress and not args.json and sys.stderr.isatty()
+    try:
+        summary = run_import(request, progress_bar=show_progress)
+    except WellAssetsError as exc:
+        return _fail(exc, args.json, EXIT_FAILED)
+    from well_assets import report
+
+    if args.json:
+        print(json.dumps(summary if summary["success"] else report.failure_envelope(summary), indent=2, default=str))
+    else:
+        from well_assets.console import print_summary
+
+        print_summary(summary)
+    return EXIT_OK if summary["success"] else EXIT_FAILED
+
+
+def _non_negative(value: str, flag: str) -> int:
+    from well_assets.errors import ConfigError
+
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(flag, value, "a whole number >= 0") from None
+    if number < 0:
+        raise ConfigError(flag, value, "a whole number >= 0")
+    return number
+
+
+def _positive(value: str, flag: str) -> int:
+    from well_assets.errors import ConfigError
+
+    number = _non_negative(value, flag)
+    if number == 0:
+        raise ConfigError(flag, value, "a whole number >= 1")
+    return number
+
+
+def _fail(exc: WellAssetsError, as_json: bool, code: int) -> int:
+    if as_json:
+        print(json.dumps(exc.to_dict(), indent=2, default=str))
+    else:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from well_assets.demo_service import cli as demo_cli
+    from well_assets import trigger
+
+    parser = argparse.ArgumentParser(
+        prog="well-assets",
+        description="Import daily well production from OData v4 into DuckDB, with Dagster.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_import_parser(sub)
+    demo_cli.add_parser(sub)
+    trigger.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "import":
+        return _import(args)
+    if args.command == "demo-server":
+        from well_assets.demo_service import cli as demo_cli
+
+        return demo_cli.run(args) or 0
+    if args.command == "trigger":
+        from well_assets import trigger
+
+        return trigger.run(args)
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Runs an import through Dagster in this process: what `well-assets import` does.
+
+It counts the source, registers the page partitions, and executes `odata_import_job`
+for the requested pages in ranged runs (as many pages per run as the asset's backfill
+policy allows). With DAGSTER_HOME set the runs land in that instance and show in the UI;
+otherwise a throwaway instance is used.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import dagster as dg
+
+from well_assets import progress, report
+from well_assets.assets import MAX_PAGES_PER_RUN
+from well_assets.definitions import build_definitions
+from well_assets.errors import PaginationError
+from well_assets.jobs import range_tags
+from well_assets.partitions import page_count, register_pages
+from well_assets.settings import Settings
+
+QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    settings: Settings
+    start_page: int = 0
+    max_pages: int | None = None
+
+
+@contextmanager
+def _instance() -> Iterator[dg.DagsterInstance]:
+    if os.environ.get("DAGSTER_HOME"):
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    else:
+        with dg.DagsterInstance.ephemeral() as instance:
+            yield instance
+
+
+def plan_pages(source_count: int, page_size: int, start_page: int, max_pages: int | None) -> list[int]:
+    n_pages = page_count(source_count, page_size)
+    if n_pages == 0:
+        return []
+    if start_page >= n_pages:
+        raise PaginationError(
+            f"--start-page {start_page} is past the last page: the source has {source_count} rows "
+            f"in {n_pages} page(s) of {page_size} (pages 0..{n_pages - 1})",
+            start_page=start_page,
+            pages=n_pages,
+        )
+    end = n_pages if max_pages is None else min(n_pages, start_page + max_pages)
+    return list(range(start_page, end))
+
+
+def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
+    began = time.perf_counter()
+    defs = build_definitions(request.settings)
+    odata = defs.resources["odata"]
+    with odata.client(run_id="cli") as client:
+        source_count = client.count()
+    pages = plan_pages(source_count, request.settings.page_size, request.start_page, request.max_pages)
+    job = defs.resolve_job_def("odata_import_job")
+    from well_assets.console import ProgressDisplay
+
+    display = ProgressDisplay(total_pages=len(pages), enabled=progress_bar)
+    progress.subscribe(display)
+    try:
+        with _instance() as instance, display:
+            register_pages(instance, page_count(source_count, request.settings.page_size))
+            for first in range(0, len(pages), MAX_PAGES_PER_RUN):
+                chunk = pages[first:first + MAX_PAGES_PER_RUN]
+                job.execute_in_process(
+                    instance=instance,
+                    tags={**range_tags(chunk[0], chunk[-1]), "well_assets/trigger": "cli"},
+                    run_config=QUIET_LOGGERS,
+                    raise_on_error=False,
+                )
+    finally:
+        progress.unsubscribe(display)
+    store = defs.resources["wells_db"].store()
+    with store.connection(read_only=True) as con:
+        return report.summary_from_store(
+            con,
+            total_pages=len(pages),
+            pages=pages,
+            wall_seconds=time.perf_counter() - began,
+            memory_usage_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        )
