@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from well_assets.errors import ConfigError
 
+from .paging import redact_url
+
 MAX_PAGE_SIZE = 5000
 ENTITY_SET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*"
@@ -53,6 +55,8 @@ class ClientConfig:
             k: ("***" if k in ("token", "password") and v is not None else v)
             for k, v in self.__dict__.items()
         }
+        if isinstance(self.base_url, str):
+            shown["base_url"] = redact_url(self.base_url)
         return "ClientConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     def validate(self) -> None:
