@@ -43,7 +43,11 @@ class RecordingServer:
             def do_GET(self) -> None:  # noqa: N802
                 seen = Seen("GET", self.path, {k: v for k, v in self.headers.items()})
                 outer.requests.append(seen)
-                status, headers, body = (outer.handler or _empty_collection)(seen)
+                answer = (outer.handler or _empty_collection)(seen)
+                if answer is None:  # drop: close the connection without any response
+                    self.close_connection = True
+                    return
+                status, headers, body = answer
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -122,3 +126,44 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
             return True
         time.sleep(0.01)
     return predicate()
+
+
+# -- a minimal scripted OData service for wire-level tests -----------------------------
+
+
+def make_rows(n: int) -> list[dict]:
+    return [
+        {"WellCode": f"WELL_{i // 10 + 1:03d}", "ProductionDate": f"2023-01-{i % 10 + 1:02d}",
+         "OilProduction": i * 1.5, "GasProduction": i, "WaterProduction": None}
+        for i in range(n)
+    ]
+
+
+def mini_odata(rows: list[dict], cap: int = 10**9, next_link: Callable[[int, int], str] | None = None,
+               count_key: str = "@odata.count", link_key: str = "@odata.nextLink") -> Handler:
+    """Serve rows with $skip/$top, capping responses at `cap` rows with a relative nextLink.
+
+    next_link(position, remaining_top) may override the link text (absolute, looping, foreign...).
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    def handler(seen: Seen):
+        parts = urlsplit(seen.raw_target)
+        q = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if parts.path.endswith("/$count"):
+            return 200, {"Content-Type": "text/plain"}, str(len(rows)).encode()
+        if "$skiptoken" in q:
+            pos, top = (int(x) for x in q["$skiptoken"].split("-"))
+        else:
+            pos, top = int(q.get("$skip", 0)), int(q.get("$top", len(rows)))
+        n = min(top, cap)
+        payload: dict[str, Any] = {"@odata.context": "$metadata#WellProduction"}
+        if q.get("$count") == "true":
+            payload[count_key] = len(rows)
+        payload["value"] = [dict(r, **{"@odata.etag": "W/1"}) for r in rows[pos:pos + n]]
+        if n < top and pos + n < len(rows):
+            payload[link_key] = (next_link(pos + n, top - n) if next_link
+                                 else f"WellProduction?$skiptoken={pos + n}-{top - n}")
+        return json_response(payload)
+
+    return handler
