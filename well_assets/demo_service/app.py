@@ -1,0 +1,238 @@
+"""The demo service's ASGI application: OData routes, auth, faults and the outer wrapper.
+
+Routes under `/odata`: service document, `$metadata`, the `WellProduction` entity set and
+its `/$count`. Admin routes live in admin.py. `DemoApp` wraps the Starlette router to echo
+`X-Request-ID`, record request statistics and give handlers the server's raw `send`,
+which the `drop` fault needs to close the TCP connection without a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+import polars as pl
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import admin
+from .edmx import ENTITY_SET, METADATA_XML, service_document
+from .faults import Plan, retry_after_value
+from .filters import QueryError
+from .payload import build_page, count, dumps
+from .query import Query, parse_options, parse_query_string
+from .state import ServiceState
+
+JSON = "application/json;odata.metadata=minimal"
+ODATA_HEADERS = {"OData-Version": "4.0"}
+
+
+def odata_error(status: int, code: str, message: str, headers: dict | None = None) -> Response:
+    return Response(
+        dumps({"error": {"code": code, "message": message}}),
+        status_code=status,
+        media_type=JSON,
+        headers={**ODATA_HEADERS, **(headers or {})},
+    )
+
+
+class DropResponse(Response):
+    """Closes the client's TCP connection without writing a single byte."""
+
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope, receive, send) -> None:
+        scope["demo.dropped"] = True
+        cycle = getattr(scope.get("demo.raw_send"), "__self__", None)
+        transport = getattr(cycle, "transport", None)
+        if transport is None:  # not uvicorn's protocol: the closest we can do is an error
+            raise RuntimeError("drop fault: no transport to close")
+        transport.close()
+        # Let connection_lost run so uvicorn sees a disconnect, not a missing response.
+        for _ in range(100):
+            if getattr(cycle, "disconnected", True):
+                break
+            await asyncio.sleep(0.001)
+
+
+def _state(request: Request) -> ServiceState:
+    return request.app.state.demo
+
+
+def _auth_failure(request: Request) -> Response | None:
+    token = _state(request).token
+    if token is None:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return None
+    message = "missing bearer token" if not header else "invalid bearer token"
+    return odata_error(401, "Unauthorized", message, {"WWW-Authenticate": 'Bearer realm="odata"'})
+
+
+async def _apply_faults(request: Request, kind: str, skip: int | None) -> tuple[Plan, Response | None]:
+    request.scope["demo.endpoint"] = kind
+    request.scope["demo.skip"] = skip
+    plan = _state(request).faults.evaluate(kind, skip)
+    if plan.delay:
+        await asyncio.sleep(plan.delay)
+    rule = plan.terminal
+    if rule is None:
+        return plan, None
+    spec = rule.spec
+    if rule.kind == "drop":
+        return plan, DropResponse()
+    if rule.kind == "error_body":
+        body = {"error": {"code": "InjectedError", "message": "fault injection: error in a 200 body"}}
+        return plan, Response(dumps(body), 200, media_type=JSON, headers=ODATA_HEADERS)
+    if rule.kind == "rate_limit":
+        headers = {"Retry-After": retry_after_value(spec, default=1) or "1"}
+        return plan, odata_error(429, "TooManyRequests", "rate limit exceeded", headers)
+    retry_after = retry_after_value(spec)
+    headers = {"Retry-After": retry_after} if retry_after is not None else None
+    code = spec.get("code", str(spec["status"]))
+    return plan, odata_error(spec["status"], code, spec.get("message", "fault injection"), headers)
+
+
+def _finish(body: bytes, plan: Plan, media_type: str = JSON, headers: dict | None = None) -> Response:
+    if plan.truncate:
+        body = body[: len(body) // 2]
+    return Response(body, 200, media_type=media_type, headers={**ODATA_HEADERS, **(headers or {})})
+
+
+def _parse(request: Request) -> Query:
+    raw = request.scope.get("query_string", b"").decode("utf-8", "replace")
+    return parse_options(parse_query_string(raw))
+
+
+def _max_page_size(request: Request) -> tuple[int, dict]:
+    cap = _state(request).max_page_size
+    for pref in request.headers.get("prefer", "").split(","):
+        name, _, value = pref.strip().partition("=")
+        if name.strip().lower() == "odata.maxpagesize" and value.strip().isdigit():
+            wanted = int(value.strip())
+            if 1 <= wanted <= cap:
+                return wanted, {"Preference-Applied": f"odata.maxpagesize={wanted}"}
+    return cap, {}
+
+
+async def service_root(request: Request) -> Response:
+    if (denied := _auth_failure(request)) is not None:
+        return denied
+    plan, fault = await _apply_faults(request, "service", None)
+    return fault or _finish(dumps(service_document()), plan)
+
+
+async def metadata(request: Request) -> Response:
+    if (denied := _auth_failure(request)) is not None:
+        return denied
+    plan, fault = await _apply_faults(request, "metadata", None)
+    return fault or _finish(METADATA_XML.encode(), plan, media_type="application/xml")
+
+
+def _unknown_set(name: str) -> Response:
+    if name.startswith(ENTITY_SET + "("):
+        return odata_error(501, "NotImplemented", "access by key is not supported; use $filter")
+    return odata_error(404, "NotFound", f"Resource not found for the segment '{name}'")
+
+
+async def entity_set(request: Request) -> Response:
+    if (denied := _auth_failure(request)) is not None:
+        return denied
+    name = request.path_params["name"]
+    if name != ENTITY_SET:
+        return _unknown_set(name)
+    try:
+        q = _parse(request)
+    except QueryError as exc:
+        return odata_error(exc.status, exc.code, exc.message)
+    plan, fault = await _apply_faults(request, "collection", q.original_skip)
+    if fault is not None:
+        return fault
+    page_size, pref_headers = _max_page_size(request)
+    state = _state(request)
+    try:
+        page = await run_in_threadpool(build_page, state.dataset, q, page_size, plan)
+    except pl.exceptions.PolarsError as exc:
+        return odata_error(400, "BadRequest", f"query could not be evaluated: {exc}")
+    return _finish(dumps(page.body), plan, headers=pref_headers)
+
+
+async def entity_count(request: Request) -> Response:
+    if (denied := _auth_failure(request)) is not None:
+        return denied
+    name = request.path_params["name"]
+    if name != ENTITY_SET:
+        return _unknown_set(name)
+    try:
+        q = _parse(request)
+    except QueryError as exc:
+        return odata_error(exc.status, exc.code, exc.message)
+    plan, fault = await _apply_faults(request, "count", None)
+    if fault is not None:
+        return fault
+    try:
+        n = await run_in_threadpool(count, _state(request).dataset, q)
+    except pl.exceptions.PolarsError as exc:
+        return odata_error(400, "BadRequest", f"query could not be evaluated: {exc}")
+    return _finish(str(n).encode(), plan, media_type="text/plain")
+
+
+async def not_found(request: Request) -> Response:
+    if (denied := _auth_failure(request)) is not None:
+        return denied
+    return odata_error(404, "NotFound", f"no resource at {request.url.path}")
+
+
+class DemoApp:
+    """Outer ASGI app: request-id echo, statistics, raw send for the drop fault."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        routes = [
+            Route("/odata", service_root, methods=["GET"]),
+            Route("/odata/", service_root, methods=["GET"]),
+            Route("/odata/$metadata", metadata, methods=["GET"]),
+            Route("/odata/{name}/$count", entity_count, methods=["GET"]),
+            Route("/odata/{name}", entity_set, methods=["GET"]),
+            Route("/odata/{rest:path}", not_found, methods=["GET"]),
+            *admin.routes(),
+        ]
+        self.router = Starlette(routes=routes)
+        self.router.state.demo = state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.router(scope, receive, send)
+            return
+        scope["demo.raw_send"] = send
+        request_id = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
+        seen: dict = {}
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                if request_id is not None:
+                    message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id)]}
+            await send(message)
+
+        try:
+            await self.router(scope, receive, send_wrapper)
+        finally:
+            if scope.get("path", "").startswith("/odata"):
+                self.state.stats.record(
+                    {
+                        "method": scope.get("method"),
+                        "path": scope.get("path"),
+                        "query": scope.get("query_string", b"").decode("latin-1"),
+                        "status": "dropped" if scope.get("demo.dropped") else seen.get("status", 500),
+                        "request_id": request_id.decode("latin-1") if request_id else None,
+                        "endpoint": scope.get("demo.endpoint"),
+                        "skip": scope.get("demo.skip"),
+                    }
+                )
