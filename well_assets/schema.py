@@ -346,11 +346,9 @@ def validate_page(
     failures = _failures(parse_failures, cases) if (parse_failures or cases is not None) else []
     if failures:
         rejects, rejected_idx = _build_rejects(records, failures)
-        valid = (
-            frame.with_row_index("__row")
-            .filter(~pl.col("__row").is_in(pl.Series(rejected_idx, dtype=pl.UInt32)))
-            .drop("__row")
-        )
+        keep = pl.repeat(True, frame.height, dtype=pl.Boolean, eager=True)
+        keep.scatter(rejected_idx, False)
+        valid = frame.filter(keep)
     else:
         rejects, valid = empty_rejects_frame(), frame
     before = valid.height
