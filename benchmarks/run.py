@@ -1,0 +1,599 @@
+"""Issue 6 benchmark: `well-assets import` against a plain reference loop, same machine, same source.
+
+    python benchmarks/run.py [--sizes 150000 1500000] [--rounds 3 2] [--out benchmarks/RESULTS.md]
+
+For every size N it starts the bundled OData service as a separate process on loopback
+(N rows, no bad rows, max page size 1000), waits until it answers, warms its sorted view,
+then per round runs, each as a subprocess with a fresh DuckDB file:
+
+  A  raw      python benchmarks/raw_loop.py --base-url URL --database FRESH
+  B  import   well-assets import --base-url URL --database FRESH --json --no-progress
+  F  floor    the same import with --max-pages 1 (fixed cost: start-up, Dagster, 1 page)
+
+in the order A B F A B F ... . Wall time is measured around the process (so Python and
+Dagster start-up count); peak RSS and CPU come from os.wait4's rusage of that child (exact
+per child, includes its own children). Every run is checked: exit status 0 and
+well_production holding exactly the served number of rows (and every page in the ledger
+succeeded, for the import). The import's own split comes from `odata_page_log`.
+
+Results go to stdout and to a markdown file (default benchmarks/RESULTS.md); `--json-out`
+also writes the raw figures. See benchmarks/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PAGE_SIZE = 1000
+LARGE = 1_000_000  # sizes at or above this get the 1.0x target, smaller ones 2.0x
+TARGET_RATIO_LARGE = 1.0
+TARGET_RATIO_SMALL = 2.0
+TARGET_RSS_OVER_FLOOR_MB = 150.0
+TARGET_RSS_GROWTH = 1.2
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Settings the import would otherwise pick up from the caller's environment.
+SCRUB_ENV_PREFIXES = ("ODATA_", "WELLS_", "WELL_ASSETS_", "DAGSTER_HOME")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class ChildRun:
+    kind: str  # raw | import | floor
+    size: int
+    round: int
+    argv: list[str]
+    exit_code: int = -1
+    wall_seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+    cpu_seconds: float = 0.0  # user + system of the child
+    server_cpu_seconds: float = 0.0  # what the OData service burned meanwhile
+    load_before: float = 0.0
+    stored_rows: int | None = None
+    expected_rows: int = 0
+    ok: bool = False
+    problem: str = ""
+    output: dict | None = None  # raw loop JSON / import --json summary
+    ledger: dict = field(default_factory=dict)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.expected_rows / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _proc_peak_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_child(run: ChildRun, *, env: dict, cwd: Path, timeout: float, server_pid: int | None) -> ChildRun:
+    """Run argv to completion; fill wall time, exit code and the child's own rusage."""
+    run.load_before = os.getloadavg()[0]
+    out_path, err_path = cwd / f"{run.kind}.stdout", cwd / f"{run.kind}.stderr"
+    server_cpu0 = _proc_cpu_seconds(server_pid) if server_pid else 0.0
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        began = time.perf_counter()
+        proc = subprocess.Popen(run.argv, stdout=out, stderr=err, env=env, cwd=cwd)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        run.wall_seconds = time.perf_counter() - began
+    proc.returncode = run.exit_code = os.waitstatus_to_exitcode(status)
+    run.peak_rss_mb = usage.ru_maxrss / 1024  # KiB on Linux
+    run.cpu_seconds = usage.ru_utime + usage.ru_stime
+    if server_pid:
+        run.server_cpu_seconds = _proc_cpu_seconds(server_pid) - server_cpu0
+    stdout = out_path.read_text(errors="replace")
+    try:
+        run.output = json.loads(stdout) if stdout.strip() else None
+    except json.JSONDecodeError:
+        run.output = None
+    if run.exit_code != 0:
+        lines = [ln for ln in (err_path.read_text(errors="replace") or stdout).splitlines() if ln.strip()]
+        tail = " / ".join(ln.strip() for ln in lines[-3:])[-600:]
+        run.problem = f"exit {run.exit_code}" + (" (killed: timeout)" if run.exit_code == -9 else "") + f": {tail}"
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def well_assets_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "well-assets"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("well-assets")
+    return [found] if found else [sys.executable, "-m", "well_assets.cli"]
+
+
+def _get_json(url: str, timeout: float = 10.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+class DemoService:
+    """The bundled OData service as a separate process on a free loopback port."""
+
+    def __init__(self, rows: int, *, seed: int, workdir: Path, start_timeout: float = 300.0) -> None:
+        self.rows, self.seed, self.workdir, self.start_timeout = rows, seed, workdir, start_timeout
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/odata"
+        self.argv = [*well_assets_cmd(), "demo-server", "--port", str(self.port), "--rows", str(rows),
+                     "--bad-rows", "0", "--seed", str(seed), "--max-page-size", str(PAGE_SIZE)]
+        self.proc: subprocess.Popen | None = None
+        self.start_seconds = 0.0
+        self.peak_rss_mb: float | None = None
+        self.served_rows = 0
+
+    def __enter__(self) -> "DemoService":
+        self._log = open(self.workdir / f"demo-server-{self.rows}.log", "wb")
+        began = time.perf_counter()
+        self.proc = subprocess.Popen(self.argv, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        count_url = f"{self.base_url}/WellProduction?$count=true&$top=0"
+        while True:
+            if self.proc.poll() is not None:
+                self._log.flush()
+                tail = (self.workdir / f"demo-server-{self.rows}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"demo server exited with {self.proc.returncode}: {tail}")
+            try:
+                self.served_rows = int(_get_json(count_url)["@odata.count"])
+                break
+            except Exception:
+                if time.perf_counter() - began > self.start_timeout:
+                    self.__exit__(None, None, None)
+                    raise RuntimeError(f"demo server did not answer {count_url} within {self.start_timeout}s")
+                time.sleep(0.2)
+        self.start_seconds = time.perf_counter() - began
+        if self.served_rows != self.rows:
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"demo server reports {self.served_rows} rows, asked for {self.rows}")
+        # Warm the sorted view both clients use (and the deepest page), so neither pays for it.
+        for skip in (0, max(self.rows - PAGE_SIZE, 0)):
+            _get_json(f"{self.base_url}/WellProduction?$skip={skip}&$top={PAGE_SIZE}"
+                      f"&$orderby=WellCode,ProductionDate&$count=true", timeout=120)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.peak_rss_mb = _proc_peak_rss_mb(self.proc.pid)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def inspect_database(path: Path, *, ledger: bool) -> tuple[int | None, dict, str]:
+    """(rows in well_production, ledger figures, problem) read from a finished run's file."""
+    import duckdb
+
+    if not path.exists():
+        return None, {}, f"database {path} was not created"
+    with duckdb.connect(str(path), read_only=True) as con:
+        rows = con.execute("SELECT count(*) FROM well_production").fetchone()[0]
+        distinct = con.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT well_code, production_date FROM well_production)"
+        ).fetchone()[0]
+        problem = "" if distinct == rows else f"{rows - distinct} duplicate keys in well_production"
+        figures: dict = {}
+        if ledger:
+            cols = {r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'odata_page_log'"
+            ).fetchall()}
+            if not cols:
+                return rows, {}, problem or "no odata_page_log table"
+            for name in ("fetch_seconds", "validate_seconds", "db_seconds", "throttle_seconds"):
+                if name in cols:
+                    figures[name] = float(con.execute(f"SELECT coalesce(sum({name}), 0) FROM odata_page_log").fetchone()[0])
+            figures["ledger_rows"] = con.execute("SELECT count(*) FROM odata_page_log").fetchone()[0]
+            if "status" in cols:
+                figures["pages_succeeded"] = con.execute(
+                    "SELECT count(DISTINCT page) FROM odata_page_log WHERE status = 'succeeded'").fetchone()[0]
+                figures["pages_failed"] = con.execute(
+                    "SELECT count(*) FROM odata_page_log WHERE status <> 'succeeded'").fetchone()[0]
+            if {"started_at", "ended_at"} <= cols:
+                span = con.execute(
+                    "SELECT epoch(max(ended_at)) - epoch(min(started_at)) FROM odata_page_log").fetchone()[0]
+                figures["page_span_seconds"] = float(span) if span is not None else None
+            for name in ("rows_new", "rows_rejected", "rows_duplicate"):
+                if name in cols:
+                    figures[name] = int(con.execute(f"SELECT coalesce(sum({name}), 0) FROM odata_page_log").fetchone()[0])
+    return rows, figures, problem
+
+
+def check(run: ChildRun, db: Path, expected_pages: int) -> None:
+    run.stored_rows, run.ledger, problem = inspect_database(db, ledger=run.kind != "raw")
+    problems = [run.problem] if run.problem else []
+    if problem:
+        problems.append(problem)
+    if run.stored_rows != run.expected_rows:
+        problems.append(f"well_production has {run.stored_rows} rows, expected {run.expected_rows}")
+    if run.kind != "raw":
+        if run.ledger.get("pages_succeeded") != expected_pages:
+            problems.append(f"ledger: {run.ledger.get('pages_succeeded')} pages succeeded, expected {expected_pages}")
+        if run.ledger.get("pages_failed"):
+            problems.append(f"ledger: {run.ledger['pages_failed']} failed page rows")
+        if not (run.output or {}).get("success"):
+            problems.append("import summary: success is not true")
+    run.ok = not problems
+    run.problem = "; ".join(problems)
+
+
+# --------------------------------------------------------------------------- one size
+
+
+def clean_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUB_ENV_PREFIXES)}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def bench_size(size: int, rounds: int, args, log) -> dict:
+    env = clean_env()
+    expected_pages = math.ceil(size / PAGE_SIZE)
+    runs: list[ChildRun] = []
+    workroot = Path(tempfile.mkdtemp(prefix=f"wa-bench-{size}-", dir=args.workdir))
+    try:
+        with DemoService(size, seed=args.seed, workdir=workroot) as server:
+            log(f"[{size}] demo server up on {server.base_url} in {server.start_seconds:.1f}s")
+            plan = [("raw", None), ("import", None), ("floor", 1)]
+            for rnd in range(1, rounds + 1):
+                for kind, max_pages in plan:
+                    rundir = workroot / f"r{rnd}-{kind}"
+                    rundir.mkdir()
+                    db = rundir / "wells.duckdb"
+                    if kind == "raw":
+                        argv = [sys.executable, str(HERE / "raw_loop.py"), "--base-url", server.base_url,
+                                "--database", str(db)]
+                    else:
+                        argv = [*well_assets_cmd(), "import", "--base-url", server.base_url,
+                                "--database", str(db), "--json", "--no-progress"]
+                        if max_pages:
+                            argv += ["--max-pages", str(max_pages)]
+                    run = ChildRun(kind=kind, size=size, round=rnd, argv=argv,
+                                   expected_rows=min(size, PAGE_SIZE) if max_pages else size)
+                    run_child(run, env=env, cwd=rundir, timeout=args.timeout, server_pid=server.proc.pid)
+                    check(run, db, 1 if max_pages else expected_pages)
+                    runs.append(run)
+                    log(f"[{size}] round {rnd} {kind:6s} wall {run.wall_seconds:7.2f}s  "
+                        f"{run.rows_per_second:9.0f} rec/s  peak RSS {run.peak_rss_mb:6.1f} MB  "
+                        f"cpu {run.cpu_seconds:6.1f}s  server cpu {run.server_cpu_seconds:5.1f}s  "
+                        f"{'OK' if run.ok else 'WRONG: ' + run.problem[:400]}")
+                    if not args.keep:
+                        shutil.rmtree(rundir, ignore_errors=True)
+        server_info = {"start_seconds": server.start_seconds, "peak_rss_mb": server.peak_rss_mb,
+                       "argv": server.argv}
+    finally:
+        if not args.keep:
+            shutil.rmtree(workroot, ignore_errors=True)
+    return {"size": size, "rounds": rounds, "runs": runs, "server": server_info}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def med(values):
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.median(values) if values else None
+
+
+def summarize(result: dict) -> dict:
+    runs: list[ChildRun] = result["runs"]
+    by = {k: [r for r in runs if r.kind == k] for k in ("raw", "import", "floor")}
+    ratios = []
+    for rnd in range(1, result["rounds"] + 1):
+        raw = next((r for r in by["raw"] if r.round == rnd), None)
+        imp = next((r for r in by["import"] if r.round == rnd), None)
+        ok = raw and imp and raw.ok and imp.ok and raw.wall_seconds
+        ratios.append(imp.wall_seconds / raw.wall_seconds if ok else None)
+    s = {
+        "size": result["size"],
+        "all_ok": all(r.ok for r in runs),
+        "ratios": ratios,
+        "ratio_median": med(ratios),
+        "target_ratio": TARGET_RATIO_LARGE if result["size"] >= LARGE else TARGET_RATIO_SMALL,
+    }
+    for kind, rs in by.items():
+        rs = [r for r in rs if r.ok]  # a wrong run's figures are not results
+        s[kind] = {
+            "wall_median": med([r.wall_seconds for r in rs]),
+            "rps_median": med([r.rows_per_second for r in rs]),
+            "rss_median": med([r.peak_rss_mb for r in rs]),
+            "rss_max": max((r.peak_rss_mb for r in rs), default=None),
+            "cpu_median": med([r.cpu_seconds for r in rs]),
+            "server_cpu_median": med([r.server_cpu_seconds for r in rs]),
+        }
+    imports = [r for r in by["import"] if r.ok]
+    ledger_keys = ("fetch_seconds", "validate_seconds", "db_seconds", "throttle_seconds", "page_span_seconds")
+    s["ledger"] = {k: med([r.ledger.get(k) for r in imports]) for k in ledger_keys}
+    perf = [((r.output or {}).get("data") or {}).get("performance", {}) for r in imports]
+    s["ledger"]["own_wall_seconds"] = med([p.get("total_execution_time_seconds") for p in perf])
+    floor = s["floor"]["rss_median"]
+    s["rss_over_floor"] = s["import"]["rss_max"] - floor if floor is not None and s["import"]["rss_max"] else None
+    return s
+
+
+def fmt(value, spec=".2f", none="n/a") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return none
+    return format(value, spec)
+
+
+def fx(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def pass_miss(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "MISS")
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gb = int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    cpu_max = None
+    try:
+        cpu_max = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
+    except OSError:
+        pass
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("well-assets", "dagster", "duckdb", "polars", "pandera", "pyarrow", "httpx", "uvicorn",
+                 "starlette"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "well_assets"],
+                               capture_output=True, text=True).stdout.strip()
+        commit += " (well_assets/ has uncommitted changes)" if dirty else ""
+    except OSError:
+        commit = "unknown"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cgroup_cpu_max": cpu_max,
+        "memory_gb": mem_gb,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "commit": commit,
+        "load_at_start": os.getloadavg(),
+    }
+
+
+def render(summaries: list[dict], results: list[dict], machine: dict, args, started: dt.datetime,
+           elapsed: float) -> str:
+    L: list[str] = []
+    add = L.append
+    add("# well-assets import benchmark results")
+    add("")
+    add(f"Run {started.strftime('%Y-%m-%d %H:%M UTC')}, took {elapsed / 60:.1f} min, "
+        f"`python benchmarks/run.py {' '.join(args.argv_echo)}`".rstrip())
+    add("")
+    add("## Machine")
+    add("")
+    add(f"- CPU: {machine['cpu']}, {machine['cores']} logical cores ({machine['usable_cores']} usable"
+        + (f", cgroup cpu.max `{machine['cgroup_cpu_max']}`" if machine["cgroup_cpu_max"] else "") + ")")
+    add(f"- Memory: {fmt(machine['memory_gb'], '.1f')} GiB; kernel {machine['kernel']}; "
+        f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_at_start'])}")
+    add(f"- Python {machine['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()))
+    add(f"- well-assets commit {machine['commit']}")
+    add("- Shared, noisy machine: ratios are taken within one round (A and B back to back), medians over rounds.")
+    add("")
+    add("## Commands")
+    add("")
+    add("Each run is a separate process with a fresh DuckDB file; the OData service is a separate")
+    add("process too (it shares the machine's cores with the client being measured).")
+    add("")
+    add("```")
+    if results:
+        add("service:  " + " ".join(results[0]["server"]["argv"]).replace(str(Path(sys.executable).parent) + "/", ""))
+    add("A raw:    python benchmarks/raw_loop.py --base-url URL --database FRESH.duckdb")
+    add("B import: well-assets import --base-url URL --database FRESH.duckdb --json --no-progress")
+    add("F floor:  well-assets import --base-url URL --database FRESH.duckdb --json --no-progress --max-pages 1")
+    add("order per round: A B F; environment without DAGSTER_HOME (ephemeral instance) and without ODATA_*/WELLS_*")
+    add("```")
+    add("")
+    for res, s in zip(results, summaries):
+        size = s["size"]
+        add(f"## {size:,} rows ({math.ceil(size / PAGE_SIZE)} pages of {PAGE_SIZE}), {res['rounds']} round(s)")
+        add("")
+        add(f"Demo service: answered after {res['server']['start_seconds']:.1f} s, peak RSS "
+            f"{fmt(res['server']['peak_rss_mb'], '.0f')} MB.")
+        add("")
+        add("| round | run | wall s | records/s | peak RSS MB | CPU s | service CPU s | import/raw | correct |")
+        add("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        for r in res["runs"]:
+            ratio = s["ratios"][r.round - 1] if r.kind == "import" else None
+            add(f"| {r.round} | {r.kind} | {r.wall_seconds:.2f} | {r.rows_per_second:,.0f} | {r.peak_rss_mb:.1f} | "
+                f"{r.cpu_seconds:.1f} | {r.server_cpu_seconds:.1f} | {fx(ratio) if ratio else ''} | "
+                f"{'yes' if r.ok else 'NO: ' + r.problem[:200].replace('|', '/')} |")
+        add("")
+        add("| median | raw | import | floor (1 page) |")
+        add("|---|---:|---:|---:|")
+        add(f"| wall s | {fmt(s['raw']['wall_median'])} | {fmt(s['import']['wall_median'])} | {fmt(s['floor']['wall_median'])} |")
+        add(f"| records/s | {fmt(s['raw']['rps_median'], ',.0f')} | {fmt(s['import']['rps_median'], ',.0f')} | |")
+        add(f"| peak RSS MB | {fmt(s['raw']['rss_median'], '.1f')} | {fmt(s['import']['rss_median'], '.1f')} "
+            f"(max {fmt(s['import']['rss_max'], '.1f')}) | {fmt(s['floor']['rss_median'], '.1f')} |")
+        add(f"| client CPU s | {fmt(s['raw']['cpu_median'], '.1f')} | {fmt(s['import']['cpu_median'], '.1f')} | {fmt(s['floor']['cpu_median'], '.1f')} |")
+        add(f"| service CPU s | {fmt(s['raw']['server_cpu_median'], '.1f')} | {fmt(s['import']['server_cpu_median'], '.1f')} | |")
+        add("")
+        add(f"import/raw per round: {', '.join(fx(x) for x in s['ratios'])}; "
+            f"median **{fx(s['ratio_median'])}** (target <= {s['target_ratio']:.1f}x). "
+            f"Import peak RSS over floor: **{fmt(s['rss_over_floor'], '.1f')} MB** (max import peak minus median floor).")
+        add("")
+        lg = s["ledger"]
+        sums = [lg.get(k) for k in ("fetch_seconds", "validate_seconds", "db_seconds", "throttle_seconds")]
+        total = sum(x for x in sums if x is not None) if any(x is not None for x in sums) else None
+        wall = s["import"]["wall_median"]
+        add("Import split from `odata_page_log` (medians over rounds, seconds; fetch runs in the prefetch")
+        add("thread and overlaps validation and writes, so the sums can exceed the time they cover):")
+        add("")
+        add("| process wall | import's own wall (--json) | first page start -> last commit | fetch | validate | db | throttle | wall - (fetch+validate+db+throttle) | wall - page span |")
+        add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        add(f"| {fmt(wall)} | {fmt(lg.get('own_wall_seconds'))} | {fmt(lg.get('page_span_seconds'))} | "
+            f"{fmt(sums[0])} | {fmt(sums[1])} | {fmt(sums[2])} | {fmt(sums[3])} | "
+            f"{fmt(wall - total if wall is not None and total is not None else None)} | "
+            f"{fmt(wall - lg['page_span_seconds'] if wall is not None and lg.get('page_span_seconds') is not None else None)} |")
+        add("")
+        raws = [r.output for r in res["runs"] if r.kind == "raw" and r.output]
+        if raws:
+            add(f"Raw loop split (median s): fetch {fmt(med([o.get('fetch_seconds') for o in raws]))}, "
+                f"parse to Polars {fmt(med([o.get('parse_seconds') for o in raws]))}, "
+                f"DuckDB upsert {fmt(med([o.get('db_seconds') for o in raws]))}, "
+                f"in-process wall {fmt(med([o.get('wall_seconds') for o in raws]))}.")
+            add("")
+    add("## Targets")
+    add("")
+    add("| target | measured | result |")
+    add("|---|---|---|")
+    targets = evaluate_targets(summaries)
+    for name, measured, ok in targets:
+        add(f"| {name} | {measured} | {pass_miss(ok)} |")
+    add("")
+    wrong = [r for res in results for r in res["runs"] if not r.ok]
+    if wrong:
+        add(f"**{len(wrong)} run(s) were not correct**; their timings must not be read as results:")
+        add("")
+        for r in wrong:
+            add(f"- {r.size} round {r.round} {r.kind}: {r.problem[:600]}")
+        add("")
+    return "\n".join(L) + "\n"
+
+
+def evaluate_targets(summaries: list[dict]) -> list[tuple[str, str, bool | None]]:
+    out = []
+    for s in summaries:
+        r = s["ratio_median"]
+        ok = None if r is None else (r <= s["target_ratio"] and s["all_ok"])
+        out.append((f"{s['size']:,} rows: import wall <= {s['target_ratio']:.1f}x raw (median of per-round ratios)",
+                    fx(r) + ("" if s["all_ok"] else " (incorrect runs)"), ok))
+    for s in summaries:
+        d = s["rss_over_floor"]
+        out.append((f"{s['size']:,} rows: import peak RSS - floor <= {TARGET_RSS_OVER_FLOOR_MB:.0f} MB",
+                    f"{fmt(d, '.1f')} MB", None if d is None else d <= TARGET_RSS_OVER_FLOOR_MB))
+    if len(summaries) >= 2:
+        small, large = min(summaries, key=lambda s: s["size"]), max(summaries, key=lambda s: s["size"])
+        a, b = small["import"]["rss_max"], large["import"]["rss_max"]
+        growth = b / a if a and b else None
+        out.append((f"peak RSS {large['size']:,} / {small['size']:,} rows <= {TARGET_RSS_GROWTH:.1f}x",
+                    f"{fmt(b, '.1f')} / {fmt(a, '.1f')} MB = {fx(growth)}",
+                    None if growth is None else growth <= TARGET_RSS_GROWTH))
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[150_000, 1_500_000], help="rows served (default 150000 1500000)")
+    ap.add_argument("--rounds", type=int, nargs="+", default=None,
+                    help="rounds: one number for every size, or one per size (default: 3 below 1M rows, 2 from 1M)")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="markdown report (default benchmarks/RESULTS.md)")
+    ap.add_argument("--json-out", default=None, help="also write every run's figures as JSON here")
+    ap.add_argument("--seed", type=int, default=42, help="demo data seed")
+    ap.add_argument("--timeout", type=float, default=1200.0, help="seconds before a run is killed")
+    ap.add_argument("--workdir", default=None, help="where the fresh databases go (default: system temp)")
+    ap.add_argument("--keep", action="store_true", help="keep the databases and logs of every run")
+    args = ap.parse_args(argv)
+    args.argv_echo = argv
+    if args.rounds is None:
+        rounds = [3 if n < LARGE else 2 for n in args.sizes]
+    elif len(args.rounds) == 1:
+        rounds = args.rounds * len(args.sizes)
+    elif len(args.rounds) == len(args.sizes):
+        rounds = args.rounds
+    else:
+        ap.error("--rounds takes one number or one per size")
+    if any(r < 1 for r in rounds) or any(n < 1 for n in args.sizes):
+        ap.error("sizes and rounds must be >= 1")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    machine = machine_info()
+    log(f"machine: {machine['cpu']}, {machine['usable_cores']} cores, load {machine['load_at_start']}")
+    results = [bench_size(n, r, args, log) for n, r in zip(args.sizes, rounds)]
+    summaries = [summarize(res) for res in results]
+    report = render(summaries, results, machine, args, started, time.perf_counter() - t0)
+    print(report)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report)
+    log(f"wrote {args.out}")
+    if args.json_out:
+        payload = {"machine": machine, "summaries": summaries,
+                   "results": [{**res, "runs": [asdict(r) for r in res["runs"]]} for res in results]}
+        Path(args.json_out).write_text(json.dumps(payload, indent=2, default=str))
+    return 0 if all(s["all_ok"] for s in summaries) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
