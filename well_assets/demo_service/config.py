@@ -53,9 +53,12 @@ class DemoServiceConfig:
         if not isinstance(self.faults, (list, tuple)):
             raise ConfigError("faults", self.faults, "a list of fault rule objects")
         # Imported here to keep config importable without the fault machinery.
-        from .faults import parse_rules
+        from .faults import FaultRuleError, parse_rules
 
-        parse_rules(list(self.faults))
+        try:
+            parse_rules(list(self.faults))
+        except FaultRuleError as exc:
+            raise ConfigError("faults", "<see message>", str(exc)) from None
 
 
 def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
