@@ -1,0 +1,75 @@
+-- Table layout of the well-assets DuckDB file. Idempotent: run on every read-write open.
+-- Timestamps are UTC (TIMESTAMP without time zone).
+
+-- The imported rows: one per natural key, upserted page by page. Lineage columns:
+-- source_page/run_id = the page and run that last inserted or changed the row;
+-- imported_at = first insert; updated_at = last change of values.
+CREATE TABLE IF NOT EXISTS well_production (
+    well_code        VARCHAR   NOT NULL,
+    production_date  DATE      NOT NULL,
+    oil_production   DOUBLE,
+    gas_production   DOUBLE,
+    water_production DOUBLE,
+    source_page      INTEGER,
+    run_id           VARCHAR,
+    imported_at      TIMESTAMP,
+    updated_at       TIMESTAMP,
+    PRIMARY KEY (well_code, production_date)
+);
+
+-- Rejected records (one row per rejected source record). A record seen again
+-- (same raw_record, well_code and production_date) replaces its earlier row, so
+-- re-running pages never duplicates rejects and never loses one.
+CREATE TABLE IF NOT EXISTS well_production_rejects (
+    page            INTEGER,
+    run_id          VARCHAR,
+    well_code       VARCHAR,   -- raw text as received
+    production_date VARCHAR,   -- raw text as received
+    column_name     VARCHAR,   -- first failing column
+    check_name      VARCHAR,   -- first failing check
+    value           VARCHAR,   -- raw text of the first failing value
+    reason          VARCHAR,   -- all failures of the record, joined with '; '
+    raw_record      VARCHAR,   -- the record as canonical JSON
+    rejected_at     TIMESTAMP
+);
+
+-- Append-only page ledger: one row per page attempt outcome. The latest row of a page
+-- (highest log_id) is that page's status.
+CREATE SEQUENCE IF NOT EXISTS odata_page_log_seq;
+CREATE TABLE IF NOT EXISTS odata_page_log (
+    log_id             BIGINT    PRIMARY KEY DEFAULT nextval('odata_page_log_seq'),
+    page               INTEGER   NOT NULL,
+    partition_key      VARCHAR,
+    run_id             VARCHAR,
+    status             VARCHAR   NOT NULL CHECK (status IN ('succeeded', 'failed')),
+    skip               BIGINT,
+    top                INTEGER,
+    rows_fetched       INTEGER,
+    rows_new           INTEGER,
+    rows_updated       INTEGER,
+    rows_duplicate     INTEGER,
+    rows_rejected      INTEGER,
+    in_page_duplicates INTEGER,
+    source_count       BIGINT,
+    first_key          VARCHAR,
+    last_key           VARCHAR,
+    fetch_seconds      DOUBLE,
+    validate_seconds   DOUBLE,
+    db_seconds         DOUBLE,
+    throttle_seconds   DOUBLE,
+    retries            INTEGER,
+    bytes              BIGINT,
+    cache_hit          BOOLEAN,
+    error              VARCHAR,
+    started_at         TIMESTAMP,
+    ended_at           TIMESTAMP,
+    source             VARCHAR,
+    page_size          INTEGER
+);
+
+-- The page size each source was partitioned with (page k = $skip k*page_size).
+CREATE TABLE IF NOT EXISTS odata_import_settings (
+    source     VARCHAR   PRIMARY KEY,
+    page_size  INTEGER   NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
