@@ -81,7 +81,7 @@ def test_annotations_both_spellings_and_count_parsing():
     assert paging.parse_count(paging.annotation({"@odata.count": 7}, "count")) == 7
     assert paging.parse_count(paging.annotation({"@count": "150000"}, "count")) == 150000
     assert paging.parse_count(12.0) == 12
-    for bad in (None, -1, "x", True, 1.5, [], "-3"):
+    for bad in (None, -1, "x", True, 1.5, [], "-3", "²", "１２"):
         assert paging.parse_count(bad) is None
 
 

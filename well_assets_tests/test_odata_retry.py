@@ -45,7 +45,7 @@ def test_retry_after_all_http_date_formats(header):
     assert parse_retry_after(header, now=NOW) == pytest.approx(30.0)
 
 
-@pytest.mark.parametrize("header", [None, "", "soon", "-5", "1e3", "Mon, 99 Foo 2026", "12 seconds"])
+@pytest.mark.parametrize("header", [None, "", "soon", "-5", "1e3", "Mon, 99 Foo 2026", "12 seconds", "²", "１２"])
 def test_retry_after_unparseable_is_none(header):
     assert parse_retry_after(header, now=NOW) is None
 

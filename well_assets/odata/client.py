@@ -19,6 +19,7 @@ import base64
 import json
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
@@ -283,8 +284,9 @@ class ODataClient:
             self.log.warning(
                 "%s", self._scrub(
                     f"retry {state.attempt_number}/{self.config.max_retries} request_id={exc.request_id} "
-                    f"GET {safe_url} status={exc.status} elapsed={exc.elapsed:.3f}s reason={exc.reason}; "
-                    f"waiting {state.next_action.sleep:.3f}s"  # type: ignore[union-attr]
+                    f"GET {safe_url} status={exc.status} elapsed={exc.elapsed:.3f}s reason={exc.reason}"
+                    + (f" retry_after={exc.retry_after:.3f}s" if exc.retry_after is not None else "")
+                    + f"; waiting {state.next_action.sleep:.3f}s"  # type: ignore[union-attr]
                 ),
             )
 
@@ -427,7 +429,7 @@ def _parse_collection(body: bytes) -> dict[str, Any]:
 
 def _parse_count_text(body: bytes) -> int:
     text = body.decode("utf-8", "replace").strip().lstrip("\ufeff")
-    if not text.isdigit():
+    if not re.fullmatch(r"[0-9]+", text):
         raise _Malformed("a /$count body that is not a non-negative integer")
     return int(text)
 

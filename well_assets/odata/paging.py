@@ -15,6 +15,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 # escaped (%2B) or it would be read as a space.
 _VALUE_SAFE = "',()*:/@!$;"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_DIGITS_RE = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts '²'
 _SECRET_PARAM_RE = re.compile(r"(token|key|secret|passw|pwd|sig|auth|credential)", re.I)
 
 
@@ -92,7 +93,7 @@ def parse_count(value: Any) -> int | None:
         return value if value >= 0 else None
     if isinstance(value, float) and value.is_integer() and value >= 0:
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _DIGITS_RE.fullmatch(value.strip()):
         return int(value.strip())
     return None
 

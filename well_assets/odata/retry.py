@@ -7,12 +7,15 @@ the pure decisions so they can be tested without a server.
 from __future__ import annotations
 
 import random
+import re
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 # 408/429 and the gateway/overload family are worth another try; 400/401/403/404
 # (and every other status) mean the request itself is wrong and would fail again.
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# ASCII digits only: str.isdigit() also accepts '²' and other Unicode digits.
+_SECONDS_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def is_retryable_status(status: int) -> bool:
@@ -30,7 +33,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     text = value.strip()
     if not text:
         return None
-    if text.isdigit() or _is_decimal(text):
+    if _SECONDS_RE.fullmatch(text):
         # RFC 9110 says integer seconds; tolerate "1.5" from lenient servers.
         return float(text)
     try:
@@ -43,11 +46,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         when = when.replace(tzinfo=timezone.utc)
     now = now or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
-
-
-def _is_decimal(text: str) -> bool:
-    head, dot, tail = text.partition(".")
-    return bool(dot) and head.isdigit() and tail.isdigit()
 
 
 def backoff_delay(retry_number: int, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -19,7 +19,7 @@ from typing import Callable
 from .paging import origin
 
 # The first slowdown from an interval of 0 needs a starting step.
-ADAPTIVE_FLOOR = 0.05
+ADAPTIVE_FLOOR = 0.1
 MAX_INTERVAL = 30.0
 BACKOFF_FACTOR_429 = 2.0
 BACKOFF_FACTOR_SLOW = 1.5
