@@ -160,7 +160,7 @@ async def entity_set(request: Request) -> Response:
         page = await run_in_threadpool(build_page, state.dataset, q, page_size, plan)
     except pl.exceptions.PolarsError as exc:
         return odata_error(400, "BadRequest", f"query could not be evaluated: {exc}")
-    return _finish(dumps(page.body), plan, headers=pref_headers)
+    return _finish(page.to_bytes(), plan, headers=pref_headers)
 
 
 async def entity_count(request: Request) -> Response:

@@ -39,7 +39,8 @@ def _fault(text: str) -> dict:
         parse_rule(spec)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(
-            f"not valid JSON ({exc.msg}); example: '{{\"kind\": \"status\", \"status\": 503, \"times\": 1}}'"
+            f"not valid JSON ({exc.msg}); allowed: a JSON rule object such as "
+            '\'{"kind": "status", "status": 503, "times": 1}\''
         ) from None
     except FaultRuleError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None

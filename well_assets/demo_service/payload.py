@@ -21,9 +21,21 @@ from .query import Query, encode_skiptoken
 
 @dataclass
 class Page:
-    body: dict[str, Any]
+    head: dict[str, Any]  # annotations before "value"
+    value: bytes  # the JSON array of records
+    tail: dict[str, Any]  # annotations after "value" (nextLink)
     rows: int
     total: int
+
+    def to_bytes(self) -> bytes:
+        parts = [dumps(self.head)[:-1], b',"value":', self.value]
+        for k, v in self.tail.items():
+            parts.append(b"," + dumps(k) + b":" + dumps(v))
+        parts.append(b"}")
+        return b"".join(parts)
+
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.to_bytes())
 
 
 def filtered_view(dataset: Dataset, q: Query, snap: Snapshot | None = None) -> pl.DataFrame:
@@ -65,7 +77,30 @@ def build_page(dataset: Dataset, q: Query, page_size: int, plan: Plan) -> Page:
     if link_state is not None and plan.loop_next_link:
         link_state = (q.position, q.remaining)  # point back at the page just served
 
-    records = dataset.records(rows, snap.overrides, q.select or PROPS)
+    props = list(q.select or PROPS)
+    page_ids = snap.overrides.keys() & set(rows["_id"].to_list()) if snap.overrides else ()
+    if not page_ids and not plan.decimals_as_strings and not plan.renames:
+        value = rows.select(props).write_json().encode()  # fast path: polars writes the JSON
+    else:
+        value = dumps(_records(dataset, rows, snap, props, plan))
+
+    prefix = "@" if plan.annotations_401 else "@odata."
+    context = "$metadata#" + ENTITY_SET + (f"({','.join(q.select)})" if q.select else "")
+    head: dict[str, Any] = {prefix + "context": context}
+    if q.count:
+        head[prefix + "count"] = total
+    tail: dict[str, Any] = {}
+    if link_state is not None:
+        link = f"{ENTITY_SET}?$skiptoken={encode_skiptoken(q, *link_state)}"
+        if plan.foreign_host:
+            link = f"{plan.foreign_host}/odata/{link}"
+        tail[prefix + "nextLink"] = link
+    return Page(head=head, value=value, tail=tail, rows=got, total=total)
+
+
+def _records(dataset: Dataset, rows: pl.DataFrame, snap: Snapshot, props: list[str], plan: Plan) -> list[dict]:
+    """Slow path: Python records with raw override values and payload faults applied."""
+    records = dataset.records(rows, snap.overrides, props)
     if plan.decimals_as_strings:
         for rec in records:
             for c in VOLUMES:
@@ -74,19 +109,7 @@ def build_page(dataset: Dataset, q: Query, page_size: int, plan: Plan) -> Page:
                     rec[c] = f"{v:.3f}"
     for old, new in plan.renames:
         records = [{(new if k == old else k): v for k, v in rec.items()} for rec in records]
-
-    prefix = "@" if plan.annotations_401 else "@odata."
-    context = "$metadata#" + ENTITY_SET + (f"({','.join(q.select)})" if q.select else "")
-    body: dict[str, Any] = {prefix + "context": context}
-    if q.count:
-        body[prefix + "count"] = total
-    body["value"] = records
-    if link_state is not None:
-        link = f"{ENTITY_SET}?$skiptoken={encode_skiptoken(q, *link_state)}"
-        if plan.foreign_host:
-            link = f"{plan.foreign_host}/odata/{link}"
-        body[prefix + "nextLink"] = link
-    return Page(body=body, rows=got, total=total)
+    return records
 
 
 def dumps(body: Any) -> bytes:
