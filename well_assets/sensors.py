@@ -1,80 +1,184 @@
 """`odata_page_sensor`: discovers new OData pages and imports them in one ranged run.
 
-Each tick asks the source for its count. When it grew, the sensor adds the missing page
-partitions (ascending) and requests ONE run covering the new pages plus the previously
-last page, which was partial and may have gained rows. Its cursor holds the count and
-page size it last acted on, so it never requests the same work twice.
+Each tick asks the source for its row count (one small request, one retry at most, so a
+dead source costs a tick seconds, not minutes). When the count grew, the sensor adds the
+missing page partitions (ascending: Dagster orders dynamic partitions by insertion) and
+requests ONE run covering the new pages plus the previously last page, which was partial
+and may have gained rows (a run holds at most MAX_PAGES_PER_RUN pages, like a backfill,
+so only a first import of a very large source is split into several runs). When nothing changed, or the source cannot be reached, the tick
+is skipped with the reason (shown in the UI's tick history).
+
+The cursor (JSON) holds what the sensor last acted on: ``count``, ``page_size``,
+``source`` and a tick sequence number ``seq``. It only moves when the sensor requests
+work, so the same work is never requested twice; the run key
+(``odata-pages-<first>-<last>-seq<seq>``) also makes Dagster drop a repeat if a tick's
+cursor update was lost. A failed run is not retried by the sensor: re-execute it from
+the UI (or `well-assets trigger`) after fixing the cause.
+
+Settings: ``WELL_ASSETS_SENSOR_INTERVAL`` (seconds between ticks, default 300).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from dataclasses import dataclass
 
 import dagster as dg
 
-from well_assets.errors import WellAssetsError
+from well_assets.assets import MAX_PAGES_PER_RUN
+from well_assets.errors import ConfigError, WellAssetsError
 from well_assets.jobs import odata_import_job, range_tags
+from well_assets.odata import ODataClient
 from well_assets.partitions import odata_pages, page_count, page_key
 from well_assets.resources import ODataResource
 
-SENSOR_INTERVAL_SECONDS = int(os.environ.get("WELL_ASSETS_SENSOR_INTERVAL", "300"))
+DEFAULT_SENSOR_INTERVAL = 300
+TRIGGER_TAG = "well_assets/trigger"
 
 
-def plan_tick(cursor: dict, count: int, page_size: int, registered: set[str]) -> tuple[list[str], tuple[int, int] | None, str]:
-    """Decides a tick: (keys to add, inclusive page range to run or None, reason)."""
+def sensor_interval_from_env(env: dict[str, str] | None = None) -> int:
+    """Seconds between ticks from WELL_ASSETS_SENSOR_INTERVAL (whole number, 10..86400)."""
+    env = os.environ if env is None else env
+    raw = env.get("WELL_ASSETS_SENSOR_INTERVAL", str(DEFAULT_SENSOR_INTERVAL))
+    try:
+        seconds = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError("WELL_ASSETS_SENSOR_INTERVAL", raw, "a whole number of seconds from 10 to 86400") from None
+    if not 10 <= seconds <= 86400:
+        raise ConfigError("WELL_ASSETS_SENSOR_INTERVAL", raw, "a whole number of seconds from 10 to 86400")
+    return seconds
+
+
+SENSOR_INTERVAL_SECONDS = sensor_interval_from_env()
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    """What one tick does: keys to add (ascending), page ranges to run, why, new cursor."""
+
+    to_add: list[str]
+    ranges: list[tuple[int, int]]
+    reason: str
+    cursor: dict | None  # None: keep the cursor as it is
+
+
+def parse_cursor(raw: str | None) -> dict:
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _chunks(first: int, last: int, size: int) -> list[tuple[int, int]]:
+    return [(lo, min(lo + size - 1, last)) for lo in range(first, last + 1, size)]
+
+
+def plan_tick(cursor: dict, count: int, page_size: int, source: str, registered: list[str],
+              max_pages_per_run: int = MAX_PAGES_PER_RUN) -> TickPlan:
+    """Decides a tick from the cursor, the source's count and the registered keys (in order)."""
     n_pages = page_count(count, page_size)
-    to_add = [page_key(k) for k in range(n_pages) if page_key(k) not in registered]
-    previous = cursor.get("count") if cursor.get("page_size") == page_size else None
+    present = set(registered)
+    to_add = [page_key(k) for k in range(n_pages) if page_key(k) not in present]
+    seq = int(cursor.get("seq", 0)) + 1
+    new_cursor = {"count": count, "page_size": page_size, "source": source, "seq": seq}
+    previous = cursor.get("count")
+    pages_text = f"{count} rows in {n_pages} page(s) of {page_size}"
+
+    if previous is not None and cursor.get("page_size") != page_size:
+        return TickPlan([], [], (
+            f"page size changed from {cursor.get('page_size')} to {page_size} since the last import: "
+            "page keys would name other rows; nothing done. Import into a new database and DAGSTER_HOME, "
+            "or restore ODATA_PAGE_SIZE"), None)
+    if previous is not None and cursor.get("source", source) != source:
+        previous = None  # another source (URL, entity set, filter): start over
+        first_reason = f"source changed to {source}: importing all {pages_text}"
+    else:
+        first_reason = f"first import: {pages_text}"
+
     if previous is not None and count == previous:
-        return [], None, f"source unchanged: {count} rows in {n_pages} page(s) of {page_size}"
+        if to_add:  # keys deleted by hand: put them back, nothing to run
+            return TickPlan(to_add, [], f"source unchanged ({pages_text}); re-added {len(to_add)} missing page key(s)", None)
+        return TickPlan([], [], f"source unchanged: {pages_text}", None)
     if n_pages == 0:
-        return to_add, None, "source is empty: nothing to import"
+        return TickPlan(to_add, [], f"source is empty ({count} rows): nothing to import", new_cursor)
     if previous is None:
-        return to_add, (0, n_pages - 1), f"first import: {count} rows in {n_pages} page(s)"
-    if count < previous:
-        return to_add, None, f"source shrank from {previous} to {count} rows: rows are never deleted, nothing to import"
-    old_pages = page_count(previous, page_size)
-    # The old last page was partial unless the old count filled it exactly.
-    first = old_pages - 1 if previous % page_size else old_pages
-    first = max(first, 0)
-    return to_add, (first, n_pages - 1), f"source grew from {previous} to {count} rows"
+        first = 0
+        reason = first_reason
+    elif count < previous:
+        return TickPlan(to_add, [], (
+            f"source shrank from {previous} to {count} rows ({n_pages} page(s)): rows are never deleted "
+            "by an import, nothing to run"), new_cursor)
+    else:
+        # The previously last page is imported again: it was partial and may have gained
+        # rows (when the old count filled it exactly, it is one cheap, idempotent page).
+        first = max(page_count(previous, page_size) - 1, 0)
+        reason = (f"source grew from {previous} to {count} rows: {len(to_add)} new page(s), "
+                  f"importing pages {page_key(first)}..{page_key(n_pages - 1)}")
+    ranges = _chunks(first, n_pages - 1, max_pages_per_run)
+    problem = check_order(registered + to_add, first, n_pages - 1)
+    if problem:
+        return TickPlan([], [], problem, None)
+    return TickPlan(to_add, ranges, reason, new_cursor)
+
+
+def check_order(keys: list[str], first: int, last: int) -> str | None:
+    """A reason when keys first..last would not resolve to exactly those pages, else None."""
+    lo, hi = keys.index(page_key(first)), keys.index(page_key(last))
+    if keys[lo:hi + 1] != [page_key(k) for k in range(first, last + 1)]:
+        return (f"the {odata_pages.name} keys are not in ascending page order over "
+                f"{page_key(first)}..{page_key(last)} (Dagster orders dynamic partitions by insertion), "
+                "so a range run would import other pages; delete and re-add the keys in order")
+    return None
+
+
+def sensor_client(odata: ODataResource) -> ODataClient:
+    """A client for one quick count: one retry, short timeouts, no cache."""
+    config = dataclasses.replace(
+        odata.client_config(run_id="sensor"),
+        max_retries=1,
+        backoff_cap=2.0,
+        read_timeout=min(odata.read_timeout, 15.0),
+        connect_timeout=min(odata.connect_timeout, 5.0),
+        max_retry_after=5.0,
+        cache_dir=None,
+    )
+    return ODataClient(config)
 
 
 @dg.sensor(
     job=odata_import_job,
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description=(
-        "When on: every few minutes asks the OData source for its row count, adds partitions for "
-        "new pages and launches one import run for them (plus the previously partial last page)."
-    ),
+    description="Polls the OData count and imports new pages (plus the last partial one) in one ranged run.",
 )
 def odata_page_sensor(context: dg.SensorEvaluationContext, odata: ODataResource):
     try:
-        with odata.client(run_id="sensor") as client:
+        with sensor_client(odata) as client:
             count = client.count()
+        source = odata.source_identity()
     except WellAssetsError as exc:
         return dg.SkipReason(f"source unreachable: {exc.code}: {exc.message}")
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    registered = set(context.instance.get_dynamic_partitions(odata_pages.name))
-    to_add, page_range, reason = plan_tick(cursor, count, odata.page_size, registered)
-    if page_range is None and not to_add:
-        return dg.SkipReason(reason)
-    new_cursor = json.dumps({"count": count, "page_size": odata.page_size})
-    requests = []
-    if page_range is not None:
-        first, last = page_range
-        requests.append(
-            dg.RunRequest(
-                run_key=f"pages-{first}-{last}-count-{count}-size-{odata.page_size}",
-                tags={**range_tags(first, last), "well_assets/trigger": "sensor", "well_assets/reason": reason},
-            )
+    registered = list(context.instance.get_dynamic_partitions(odata_pages.name))
+    plan = plan_tick(parse_cursor(context.cursor), count, odata.page_size, source, registered)
+    context.log.info(f"{plan.reason}; adding {len(plan.to_add)} page key(s), requesting {len(plan.ranges)} run(s)")
+    if not plan.ranges and not plan.to_add and plan.cursor is None:
+        return dg.SkipReason(plan.reason)
+    seq = (plan.cursor or {}).get("seq", 0)
+    requests = [
+        dg.RunRequest(
+            run_key=f"odata-pages-{page_key(first)}-{page_key(last)}-seq{seq}",
+            tags={**range_tags(first, last), TRIGGER_TAG: "sensor"},
         )
-    context.log.info(f"{reason}; adding {len(to_add)} page(s)")
+        for first, last in plan.ranges
+    ]
     return dg.SensorResult(
         run_requests=requests,
-        dynamic_partitions_requests=[odata_pages.build_add_request(to_add)] if to_add else [],
-        cursor=new_cursor,
-        skip_reason=None if requests else reason,
+        dynamic_partitions_requests=[odata_pages.build_add_request(plan.to_add)] if plan.to_add else [],
+        cursor=json.dumps(plan.cursor) if plan.cursor is not None else context.cursor,
+        skip_reason=None if requests else plan.reason,
     )
