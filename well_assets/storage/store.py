@@ -213,21 +213,21 @@ def _upsert_rows(
     new rows, one UPDATE of the changed rows (each only when needed)."""
     if valid.height == 0:
         return 0, 0, 0
-    con.register(sql.PAGE_VALID_VIEW, valid)
+    con.register(sql.PAGE_VALID_VIEW, valid.to_arrow())
     try:
-        delta = con.sql(sql.CLASSIFY_PAGE).pl()
+        delta = pl.from_arrow(con.sql(sql.CLASSIFY_PAGE).to_arrow_table())
     finally:
         con.unregister(sql.PAGE_VALID_VIEW)
     new_rows = delta.filter(pl.col("is_new")).drop("is_new")
     changed_rows = delta.filter(~pl.col("is_new")).drop("is_new")
     if new_rows.height:
-        con.register(sql.PAGE_NEW_VIEW, new_rows)
+        con.register(sql.PAGE_NEW_VIEW, new_rows.to_arrow())
         try:
             _run(con, sql.INSERT_NEW_ROWS, params)
         finally:
             con.unregister(sql.PAGE_NEW_VIEW)
     if changed_rows.height:
-        con.register(sql.PAGE_CHANGED_VIEW, changed_rows)
+        con.register(sql.PAGE_CHANGED_VIEW, changed_rows.to_arrow())
         try:
             _run(con, sql.UPDATE_CHANGED_ROWS, params)
         finally:
@@ -240,7 +240,7 @@ def _replace_rejects(con: duckdb.DuckDBPyConnection, rejects: pl.DataFrame | Non
     rejects = _prepare_rejects(rejects)
     if rejects is None:
         return 0
-    con.register(sql.PAGE_REJECTS_VIEW, rejects)
+    con.register(sql.PAGE_REJECTS_VIEW, rejects.to_arrow())
     try:
         _run(con, sql.DELETE_SEEN_REJECTS)
         _run(con, sql.INSERT_REJECTS, params)
