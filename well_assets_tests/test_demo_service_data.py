@@ -146,6 +146,14 @@ def test_bad_values_survive_filters_and_ordering(demo_server, client):
     assert got == [x["record"] for x in missing]
     first = client.get(f"{srv.base_url}/WellProduction?$orderby=WellCode&$top=5").json()["value"]
     assert first == [x["record"] for x in missing]  # nulls sort first ascending
+    desc = fetch_all(client, srv, "$orderby=WellCode%20desc")
+    assert desc[-5:] == [x["record"] for x in missing]  # and last descending
+    assert all(r["WellCode"] is not None for r in desc[:-5])
+    # OData `ne` is true for null values
+    ne = fetch_all(client, srv, "$filter=WellCode%20ne%20'WELL_001'")
+    served = fetch_all(client, srv)
+    assert ne == [r for r in served if r["WellCode"] != "WELL_001"]
+    assert sum(r["WellCode"] is None for r in ne) == 5
     negatives = fetch_all(client, srv, "$filter=OilProduction%20lt%200%20or%20GasProduction%20lt%200%20or%20WaterProduction%20lt%200")
     assert negatives == [x["record"] for x in listed if x["kind"] == "negative_volume"]
 
