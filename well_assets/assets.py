@@ -5,8 +5,6 @@ hands a lazy PageStream to the DuckDB IO manager, and the IO manager commits pag
 page. The report reads the page ledger and renders the import summary.
 """
 
-from __future__ import annotations
-
 import logging
 
 import dagster as dg

@@ -11,7 +11,7 @@ import polars as pl
 
 from well_assets.assets import well_production
 from well_assets.resources import WellsDatabase
-from well_assets.storage import DuckDBStore
+from well_assets import storage
 
 MAX_DAILY_VOLUME = 1e9
 
@@ -20,8 +20,8 @@ MAX_DAILY_VOLUME = 1e9
 def well_production_unique_keys(wells_db: WellsDatabase) -> dg.AssetCheckResult:
     """No two rows share (well_code, production_date)."""
     with wells_db.store().connection(read_only=True) as con:
-        duplicates = DuckDBStore.duplicate_key_count(con)
-        rows = DuckDBStore.table_row_count(con)
+        duplicates = storage.duplicate_key_count(con)
+        rows = storage.table_row_count(con)
     return dg.AssetCheckResult(
         passed=duplicates == 0,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -33,7 +33,7 @@ def well_production_unique_keys(wells_db: WellsDatabase) -> dg.AssetCheckResult:
 def well_production_schema(wells_db: WellsDatabase) -> dg.AssetCheckResult:
     """Accepted rows satisfy the schema: keys present, volumes within 0..max_daily_volume."""
     with wells_db.store().connection(read_only=True) as con:
-        violations = DuckDBStore.schema_violation_count(con, MAX_DAILY_VOLUME)
+        violations = storage.schema_violation_count(con, MAX_DAILY_VOLUME)
     return dg.AssetCheckResult(
         passed=violations == 0,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -84,7 +84,7 @@ def well_production_reconciliation(wells_db: WellsDatabase) -> dg.AssetCheckResu
     """Source count = accepted + rejected + in-page duplicates for the imported pages
     (WARN when the source changed during the import, ERROR otherwise)."""
     with wells_db.store().connection(read_only=True) as con:
-        ledger = DuckDBStore.latest_page_status(con)
+        ledger = storage.latest_page_status(con)
     passed, severity, metadata = reconcile(ledger)
     return dg.AssetCheckResult(passed=passed, severity=severity, metadata=metadata)
 

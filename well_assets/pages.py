@@ -16,12 +16,13 @@ import threading
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Iterator
 
 from well_assets.errors import WellAssetsError
 from well_assets.odata import ODataClient, PageResult
 from well_assets.schema import ValidatedPage, ValidationSettings, validate_page
+from well_assets.storage.store import utc_now
 
 _DONE = object()
 
@@ -102,7 +103,7 @@ class PageStream:
                 for page, key in todo:
                     if stop.is_set():
                         return
-                    item = PageItem(page=page, partition_key=key, started_at=datetime.now(timezone.utc))
+                    item = PageItem(page=page, partition_key=key, started_at=utc_now())
                     began = time.perf_counter()
                     try:
                         item.result = client.fetch_page(page)

@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from well_assets.storage import DuckDBStore
+from well_assets import storage
 
 ERROR_CODES = ("EXTERNAL_API_ERROR", "PAGINATION_ERROR", "VALIDATION_ERROR", "DATABASE_ERROR")
 
@@ -109,7 +109,7 @@ def failure_envelope(summary: dict[str, Any]) -> dict[str, Any]:
 
 def summary_from_store(con, *, total_pages: int | None = None, pages: list[int] | None = None,
                        wall_seconds: float | None = None, memory_usage_mb: float | None = None) -> dict[str, Any]:
-    ledger = DuckDBStore.latest_page_status(con)
+    ledger = storage.latest_page_status(con)
     if pages is not None:
         ledger = ledger.filter(pl.col("page").is_in(pages))
     return build_summary(ledger, total_pages=total_pages, wall_seconds=wall_seconds,

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from well_assets import settings
 from well_assets.odata import ClientConfig, ODataClient
+from well_assets import storage
 from well_assets.storage import DuckDBStore
 from well_assets.storage.io_manager import WellsDuckDBIOManager
 
@@ -91,18 +92,10 @@ class ODataResource(dg.ConfigurableResource):
 
 
 def source_identity(base_url: str, entity_set: str, odata_filter: str | None) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(base_url)
-    # Userinfo in a URL is a credential: keep only host and path.
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    # The embedded demo service gets a new port per process; it is the same source.
-    if parts.hostname == "127.0.0.1" and settings.is_embedded(base_url):
-        clean = "embedded-demo"
-    return f"{clean}/{entity_set}" + (f"?$filter={odata_filter}" if odata_filter else "")
+    # The embedded demo service gets a new port in every process; it is the same source.
+    if settings.is_embedded(base_url):
+        base_url = "http://embedded-demo/odata"
+    return storage.source_identity(base_url, entity_set, odata_filter)
 
 
 class WellsDatabase(dg.ConfigurableResource):

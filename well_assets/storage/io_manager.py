@@ -11,7 +11,6 @@ failed pages, so re-running just those completes the import.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
 import dagster as dg
 import polars as pl
@@ -22,6 +21,7 @@ from well_assets.errors import DatabaseError, WellAssetsError
 from well_assets.metadata import page_metadata
 from well_assets.pages import PageItem, PageStream
 from well_assets.settings import validate_database
+from well_assets.storage import store as store_module
 from well_assets.storage.store import DuckDBStore, PageFailure, PageWrite
 
 ROOT_RUN_TAG = "dagster/root_run_id"
@@ -49,7 +49,7 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
             # Before any fetch: keys must map to the same rows they were created for.
             store.check_page_size(con, obj.page_size, obj.source)
             root_run = context.step_context.dagster_run.tags.get(ROOT_RUN_TAG) or run_id
-            done = store.pages_succeeded_in_runs(con, {run_id, root_run}) & {p for p, _ in obj.pages}
+            done = store_module.pages_succeeded_in_runs(con, {run_id, root_run}) & {p for p, _ in obj.pages}
             if done:
                 context.log.info(f"{len(done)} page(s) already committed by this run group; not fetched again")
                 obj.skip_pages(done)
@@ -95,8 +95,8 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
             "retries": result.retries if result else _attempts(item.error),
             "bytes": result.bytes if result else 0,
             "cache_hit": result.from_cache if result else False,
-            "first_key": _key_text(result.first_key) if result else None,
-            "last_key": _key_text(result.last_key) if result else None,
+            "first_key": result.first_key if result else None,
+            "last_key": result.last_key if result else None,
         }
         if not item.failed:
             validated = item.validated
@@ -114,19 +114,21 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
                 item.error = exc
             else:
                 return {**base, "status": "succeeded", "rows_fetched": write.rows_fetched,
+                        "first_key": _key_text(base["first_key"]), "last_key": _key_text(base["last_key"]),
                         "rows_new": counts.new, "rows_updated": counts.updated,
                         "rows_duplicate": counts.duplicate, "rows_rejected": counts.rejected,
                         "in_page_duplicates": write.in_page_duplicates,
                         "validate_seconds": write.validate_seconds, "db_seconds": counts.db_seconds}
         error = _error_text(item.error)
         began = time.perf_counter()
-        store.record_failure(con, PageFailure(**base, error=error, ended_at=datetime.now(timezone.utc)))
-        return {**base, "status": "failed", "error": error, "db_seconds": time.perf_counter() - began}
+        store.record_failure(con, PageFailure(**base, error=error))
+        return {**base, "status": "failed", "error": error, "db_seconds": time.perf_counter() - began,
+                "first_key": _key_text(base["first_key"]), "last_key": _key_text(base["last_key"])}
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         """The production table as a Polars frame (all rows; pages shift, so no per-page slice)."""
         with self._store().connection(read_only=True) as con:
-            return DuckDBStore.load_table(con)
+            return store_module.load_table(con)
 
 
 def _key_text(key) -> str | None:

@@ -120,6 +120,15 @@ ORDER BY page
 
 PAGE_LOG = "SELECT * FROM odata_page_log ORDER BY log_id"
 
+# Pages whose latest outcome in the given runs is a success: a retried step or a
+# re-execution of the same run group skips them instead of fetching them again.
+PAGES_SUCCEEDED_IN_RUNS = """
+SELECT page FROM odata_page_log
+WHERE list_contains($run_ids, run_id)
+QUALIFY row_number() OVER (PARTITION BY page ORDER BY log_id DESC) = 1
+    AND status = 'succeeded'
+"""
+
 DUPLICATE_KEY_COUNT = """
 SELECT count(*) FROM (
     SELECT well_code, production_date FROM well_production

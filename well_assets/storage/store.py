@@ -38,6 +38,8 @@ DATABASE_SETTING = "WELLS_DATABASE"
 PAGE_SIZE_SETTING = "ODATA_PAGE_SIZE"
 DEFAULT_LOCK_TIMEOUT = 120.0
 _LOCK_MESSAGE = "Could not set lock on file"
+_VALID_SCHEMA = pl.Schema(COLUMNS)
+_REJECTS_SCHEMA = pl.Schema(REJECT_COLUMNS)
 
 
 def utc_now() -> datetime:
@@ -194,8 +196,9 @@ def _scalar(con: duckdb.DuckDBPyConnection, statement: str, params: dict | None 
 
 def _prepare_valid(frame: pl.DataFrame) -> pl.DataFrame:
     """Fixed column order and dtypes (never insert by position blindly), unique keys."""
-    frame = frame.select([pl.col(c).cast(t, strict=True) for c, t in COLUMNS.items()])
-    if frame.height and frame.select(pl.struct(*KEY).is_duplicated().any()).item():
+    if frame.schema != _VALID_SCHEMA:  # other order or dtypes: select by name and cast
+        frame = frame.select([pl.col(c).cast(t, strict=True) for c, t in COLUMNS.items()])
+    if frame.height > 1 and frame.select(pl.struct(*KEY).n_unique()).item() != frame.height:
         raise ValueError("valid rows contain duplicate keys (validate_page removes them)")
     return frame
 
@@ -203,6 +206,8 @@ def _prepare_valid(frame: pl.DataFrame) -> pl.DataFrame:
 def _prepare_rejects(frame: pl.DataFrame | None) -> pl.DataFrame | None:
     if frame is None or frame.height == 0:
         return None
+    if frame.schema == _REJECTS_SCHEMA:
+        return frame
     return frame.select([pl.col(c).cast(t, strict=True) for c, t in REJECT_COLUMNS.items()])
 
 
@@ -521,6 +526,12 @@ def page_log(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return con.sql(sql.PAGE_LOG).pl()
 
 
+def pages_succeeded_in_runs(con: duckdb.DuckDBPyConnection, run_ids: set[str]) -> set[int]:
+    """Pages committed by any of the given runs (and not failed again since, within them)."""
+    rows = con.execute(sql.PAGES_SUCCEEDED_IN_RUNS, {"run_ids": sorted(run_ids)}).fetchall()
+    return {int(page) for (page,) in rows}
+
+
 def duplicate_key_count(con: duckdb.DuckDBPyConnection) -> int:
     """Number of keys stored more than once (0 unless the primary key was bypassed)."""
     return int(_scalar(con, sql.DUPLICATE_KEY_COUNT))
@@ -558,6 +569,7 @@ __all__ = [
     "load_rejects",
     "load_table",
     "page_log",
+    "pages_succeeded_in_runs",
     "schema_violation_count",
     "source_identity",
     "table_row_count",
