@@ -315,3 +315,34 @@ def test_request_ids_seen_and_echoed_by_the_server(capped, caplog):
     assert "server echoed" not in caplog.text and caplog.text.count("request_id=dagster-run-1") == len(ids)
     r = httpx.get(capped.base_url + "/WellProduction?$top=1", headers={"X-Request-ID": "probe-1"})
     assert r.headers["X-Request-ID"] == "probe-1"
+
+
+def test_read_timeout_from_latency_is_retried(big, reference):
+    set_faults(big, [{"kind": "latency", "seconds": 1.0, "skip": [3 * PAGE], "times": 1}])
+    with client(big, read_timeout=0.3, run_id="slow") as c:
+        t0 = time.monotonic()
+        page = c.fetch_page(3)
+        elapsed = time.monotonic() - t0
+    assert page.records == reference[120:160] and page.retries == 1
+    assert 0.3 <= elapsed < 1.0  # gave up on the slow response instead of waiting it out
+    assert page.request_ids == ["slow-p00003-a1", "slow-p00003-a2"]
+
+
+def test_renamed_property_is_passed_through_for_the_schema_to_reject(big, reference):
+    # The client does not validate shape (schema.validate_page does); it must not drop or fix data.
+    set_faults(big, [{"kind": "rename", "from": "OilProduction", "to": "OilProd", "skip": [0]}])
+    with client(big) as c:
+        page = c.fetch_page(0)
+    assert page.records == [{("OilProd" if k == "OilProduction" else k): v for k, v in r.items()}
+                            for r in reference[:PAGE]]
+
+
+def test_seeded_fraction_of_500s_with_concurrent_fetches(capped, reference):
+    """One client shared by threads (like the prefetching page stream) under random 5xx."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    set_faults(capped, [{"kind": "status", "status": 500, "fraction": 0.2, "seed": 3}])
+    with client(capped, max_retries=8) as c, ThreadPoolExecutor(4) as pool:
+        pages = list(pool.map(c.fetch_page, range(8)))
+    assert [r for p in pages for r in p.records] == reference
+    assert sum(p.retries for p in pages) == stats(capped)["faults"][0]["fired"] > 0
