@@ -71,7 +71,9 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
             raise dg.Failure(
                 description=f"{len(failures)} page(s) failed: {', '.join(k for k, _ in failures)}. {listing}",
                 metadata={"failed_pages": [k for k, _ in failures], "committed_pages": totals["pages"]},
-                allow_retries=True,
+                # Each page already had its HTTP retries; retrying the step would only
+                # repeat them. Re-execute from failure once the source is healthy.
+                allow_retries=False,
             )
         context.log.info(
             f"committed {totals['pages']} page(s): {totals['rows_new']} new, {totals['rows_updated']} updated, "
