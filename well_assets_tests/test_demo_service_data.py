@@ -338,3 +338,36 @@ def test_one_and_a_half_million_rows_deep_pages_and_memory():
         rss = proc.memory_info().rss - rss0
     assert deep < 1.0 and cached < 0.2, (deep, cached)
     assert rss < 800e6, rss / 1e6
+
+
+def test_upsert_batch_keeps_key_order_and_last_record_wins():
+    state = DemoServer(DemoServiceConfig(rows=1000, bad_rows=0.01, seed=2)).state  # 2 wells, with bad rows
+    before = state.records()
+    dup = next(x for x in state.bad_rows() if x["kind"] == "duplicate_key")
+    batch = [
+        {"WellCode": "WELL_000", "ProductionDate": "2023-01-05", "OilProduction": 1},  # before everything
+        {"WellCode": "WELL_001", "ProductionDate": "2024-12-31", "OilProduction": 2},  # end of WELL_001
+        {"WellCode": "WELL_001", "ProductionDate": "2024-06-01", "OilProduction": 3},  # also there, earlier date
+        {"WellCode": "WELL_009", "ProductionDate": "2023-01-01", "OilProduction": 4},  # after everything
+        {"WellCode": "WELL_009", "ProductionDate": "2023-01-01", "OilProduction": 5},  # same key: last wins
+        {"WellCode": None, "ProductionDate": "2023-01-01", "OilProduction": 6},  # no key: appended
+        {"WellCode": dup["WellCode"], "ProductionDate": dup["ProductionDate"], "OilProduction": 7,
+         "GasProduction": "n/a"},  # updates both copies; raw value kept
+    ]
+    result = state.upsert(batch)
+    assert result == {"updated": 2, "inserted": 5, "rows": 1005}
+    after = state.records()
+    full = lambda r: {"WellCode": r["WellCode"], "ProductionDate": r["ProductionDate"], "OilProduction": float(r["OilProduction"]),
+                      "GasProduction": r.get("GasProduction"), "WaterProduction": None}
+    assert after[0] == full(batch[0])
+    well1 = [i for i, r in enumerate(after) if r["WellCode"] == "WELL_001"]
+    assert after[well1[-2]] == full(batch[2]) and after[well1[-1]] == full(batch[1])
+    assert after[well1[-1] + 1]["WellCode"] == "WELL_002"
+    assert after[-2] == full(batch[4]) and after[-1] == full(batch[5])
+    copies = [r for r in after if (r["WellCode"], r["ProductionDate"]) == (dup["WellCode"], dup["ProductionDate"])]
+    assert len(copies) == 2 and all(r["OilProduction"] == 7.0 and r["GasProduction"] == "n/a" for r in copies)
+    # everything else unchanged and in the same relative order
+    untouched = [r for r in after if r not in copies and r not in [full(b) for b in batch]]
+    assert untouched == [r for r in before if (r["WellCode"], r["ProductionDate"]) != (dup["WellCode"], dup["ProductionDate"])]
+    assert "duplicate_key" not in {x["kind"] for x in state.bad_rows() if x["WellCode"] == dup["WellCode"]
+                                   and x["ProductionDate"] == dup["ProductionDate"]}
