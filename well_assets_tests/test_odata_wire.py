@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone

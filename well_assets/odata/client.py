@@ -16,13 +16,11 @@ scrubbed of the token/password before they leave this module.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -31,7 +29,7 @@ import tenacity
 from well_assets import __version__
 from well_assets.errors import ExternalApiError, PaginationError
 
-from . import paging
+from . import paging, responses
 from .cache import ResponseCache, auth_identity, cache_key
 from .config import ClientConfig
 from .retry import is_retryable_status, parse_retry_after, retry_wait
@@ -79,15 +77,6 @@ class _Transient(Exception):
         self.retry_after = retry_after
         self.request_id = request_id
         self.elapsed = elapsed
-
-
-class _Malformed(Exception):
-    """A 2xx body that is not a usable OData response (truncated, not JSON, error body)."""
-
-    def __init__(self, reason: str, odata_code: str | None = None, odata_message: str | None = None):
-        super().__init__(reason)
-        self.odata_code = odata_code
-        self.odata_message = odata_message
 
 
 @dataclass
@@ -173,7 +162,7 @@ class ODataClient:
         hop = empty_streak = 0
         while True:
             payload = self._request(
-                url, stats=stats, page=page, parse=_parse_collection, cacheable=True,
+                url, stats=stats, page=page, parse=responses.parse_collection, cacheable=True,
                 request_id=lambda a, h=hop: _request_id(self.config.run_id, f"p{page:05d}", a, h),
                 extra_headers={"Prefer": f"odata.maxpagesize={size}"},
             )
@@ -210,7 +199,7 @@ class ODataClient:
         url = f"{self.entity_url}?{paging.encode_query([('$count', 'true'), ('$top', '0'), *filt])}"
         try:
             payload = self._request(
-                url, stats=_Stats(), page=None, parse=_parse_collection, cacheable=False,
+                url, stats=_Stats(), page=None, parse=responses.parse_collection, cacheable=False,
                 request_id=lambda a: _request_id(cfg.run_id, "count", a, 0),
             )
             n = paging.parse_count(paging.annotation(payload, "count"))
@@ -223,7 +212,7 @@ class ODataClient:
             self.log.info("count: $count=true answered HTTP %s; falling back to /$count", exc.status)
         raw_url = f"{self.entity_url}/$count" + (f"?{paging.encode_query(filt)}" if filt else "")
         return self._request(
-            raw_url, stats=_Stats(), page=None, parse=_parse_count_text, cacheable=False,
+            raw_url, stats=_Stats(), page=None, parse=responses.parse_count_text, cacheable=False,
             request_id=lambda a: _request_id(cfg.run_id, "count", a, 1),
             extra_headers={"Accept": "text/plain"},
         )
@@ -260,7 +249,7 @@ class ODataClient:
             if body is not None:
                 try:
                     result = parse(body)
-                except _Malformed:
+                except responses.Malformed:
                     pass  # a bad entry is just a miss
                 else:
                     stats.bytes += len(body)
@@ -347,13 +336,13 @@ class ODataClient:
         if 200 <= status < 300:
             try:
                 result = parse(body)
-            except _Malformed as exc:
+            except responses.Malformed as exc:
                 raise _Transient(f"HTTP {status} with {exc}", status=status, odata_code=exc.odata_code,
                                  odata_message=exc.odata_message, request_id=rid, elapsed=elapsed) from None
             stats.bytes += len(body)
             return result, body
 
-        code, message = _odata_error(body)
+        code, message = responses.odata_error(body)
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         if is_retryable_status(status):
             if retry_after is not None and retry_after > self.config.max_retry_after:
@@ -409,43 +398,3 @@ def _canonical(url: str) -> tuple:
     """A URL identity for loop detection, insensitive to query order and encoding spelling."""
     parts = urlsplit(url)
     return (paging.origin(url), parts.path, tuple(sorted(parse_qsl(parts.query, keep_blank_values=True))))
-
-
-def _parse_collection(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _Malformed(f"a body that is not complete JSON ({len(body)} bytes)") from None
-    if not isinstance(payload, dict):
-        raise _Malformed("a JSON body that is not an object")
-    if "error" in payload:
-        code, message = _error_fields(payload)
-        raise _Malformed("an OData error body", code, message)
-    value = payload.get("value")
-    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-        raise _Malformed("a body without a 'value' array of objects")
-    return payload
-
-
-def _parse_count_text(body: bytes) -> int:
-    text = body.decode("utf-8", "replace").strip().lstrip("\ufeff")
-    if not re.fullmatch(r"[0-9]+", text):
-        raise _Malformed("a /$count body that is not a non-negative integer")
-    return int(text)
-
-
-def _odata_error(body: bytes) -> tuple[str | None, str | None]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None, None
-    return _error_fields(payload) if isinstance(payload, dict) else (None, None)
-
-
-def _error_fields(payload: dict[str, Any]) -> tuple[str | None, str | None]:
-    err = payload.get("error")
-    if not isinstance(err, dict):
-        return None, None
-    code, message = err.get("code"), err.get("message")
-    # code is a string by the spec, but tolerate numbers; cap sizes for logs.
-    return (None if code is None else str(code)[:200], None if message is None else str(message)[:1000])
