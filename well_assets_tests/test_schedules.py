@@ -28,6 +28,7 @@ def evaluate(instance, base_url: str, tmp_path, when: dt.datetime | None = None)
         instance=instance,
         scheduled_execution_time=when or dt.datetime(2026, 1, 2, 2, 0, tzinfo=dt.timezone.utc),
         repository_def=defs.get_repository_def(),
+        resources=defs.resources,
     )
     return odata_nightly_refresh(context)
 
@@ -54,6 +55,7 @@ def test_evaluate_tick_as_the_daemon_does(instance, demo_server, tmp_path):
     defs = build_definitions(Settings(base_url=source.base_url, entity_set="WellProduction", page_size=1000,
                                       filter=None, database=str(tmp_path / "wells.duckdb")))
     context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                        resources=defs.resources,
                                         scheduled_execution_time=dt.datetime(2026, 1, 3, 2, tzinfo=dt.timezone.utc))
     data = odata_nightly_refresh.evaluate_tick(context)
     [request] = data.run_requests

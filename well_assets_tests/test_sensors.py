@@ -41,9 +41,15 @@ def definitions(base_url: str, tmp_path) -> dg.Definitions:
                                       filter=None, database=str(tmp_path / "wells.duckdb")))
 
 
+def context_for(instance, defs, cursor):
+    # Direct invocation takes the resources from `resources=` (the code server passes the
+    # repository's top-level resources the same way).
+    return dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor, resources=defs.resources)
+
+
 def tick(instance, defs, cursor):
     """One evaluation, then what the daemon does with it; returns (result, new cursor)."""
-    context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
+    context = context_for(instance, defs, cursor)
     result = odata_page_sensor(context)
     if isinstance(result, dg.SensorResult):
         for request in result.dynamic_partitions_requests or []:
@@ -111,7 +117,7 @@ def test_growth_adds_new_pages_and_one_run_from_the_old_last_page(instance, sour
     defs = definitions(source.base_url, tmp_path)
     first, cursor = tick(instance, defs, None)
     # the source grows by 2.5 pages: 5000 -> 7500 rows, pages 00005..00007 are new
-    response = httpx.post(f"{source.admin_url}/rows", json=new_wells(2500), timeout=30)
+    response = httpx.post(f"{source.admin_url}/rows", json=new_wells(2500), timeout=120)
     response.raise_for_status()
     result, cursor2 = tick(instance, defs, cursor)
     assert isinstance(result, dg.SensorResult)
@@ -126,7 +132,7 @@ def test_growth_adds_new_pages_and_one_run_from_the_old_last_page(instance, sour
     assert skip_message(tick(instance, defs, cursor2)[0]).startswith("source unchanged")
 
     # half a page more: no new key, the partial last page again
-    httpx.post(f"{source.admin_url}/rows", json=new_wells(300, prefix="WELL_ZZ"), timeout=30).raise_for_status()
+    httpx.post(f"{source.admin_url}/rows", json=new_wells(300, prefix="WELL_ZZ"), timeout=120).raise_for_status()
     result, _ = tick(instance, defs, cursor2)
     assert not result.dynamic_partitions_requests
     [run] = result.run_requests
@@ -218,8 +224,8 @@ def test_run_keys_make_a_lost_cursor_harmless(instance, source, tmp_path):
     """If the daemon lost the cursor update, the repeated tick has the same run key,
     so Dagster drops the repeat instead of importing the pages again."""
     defs = definitions(source.base_url, tmp_path)
-    context = dg.build_sensor_context(instance=instance, definitions=defs, cursor=None)
-    again = dg.build_sensor_context(instance=instance, definitions=defs, cursor=None)
+    context = context_for(instance, defs, None)
+    again = context_for(instance, defs, None)
     assert odata_page_sensor(context).run_requests[0].run_key == odata_page_sensor(again).run_requests[0].run_key
 
 
