@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote, unquote, urlsplit
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from well_assets.odata import paging
@@ -19,6 +19,7 @@ hosts = st.sampled_from(["127.0.0.1", "127.0.0.2", "example.com", "svc.internal"
 ports = st.one_of(st.none(), st.integers(1, 65535))
 
 
+@settings(max_examples=60, deadline=None)
 @given(tok=tokens, seg=segments)
 def test_relative_next_link_keeps_origin_and_query_verbatim(tok, seg):
     link = f"{seg}?$skiptoken={tok}"
@@ -28,6 +29,7 @@ def test_relative_next_link_keeps_origin_and_query_verbatim(tok, seg):
     assert unquote(urlsplit(resolved).query.split("=", 1)[1]) == unquote(tok)
 
 
+@settings(max_examples=60, deadline=None)
 @given(tok=tokens)
 def test_root_relative_next_link(tok):
     resolved = paging.resolve_next_link(REQ, f"/other/WellProduction?$skiptoken={tok}")
@@ -35,12 +37,14 @@ def test_root_relative_next_link(tok):
     assert paging.same_origin(resolved, REQ)
 
 
+@settings(max_examples=60, deadline=None)
 @given(tok=tokens)
 def test_query_only_next_link_replaces_the_query(tok):
     resolved = paging.resolve_next_link(REQ, f"?$skiptoken={tok}")
     assert resolved == f"http://127.0.0.1:8123/odata/WellProduction?$skiptoken={tok}"
 
 
+@settings(max_examples=60, deadline=None)
 @given(host=hosts, port=ports, scheme=st.sampled_from(["http", "https"]), tok=tokens)
 def test_absolute_next_link_is_used_as_given(host, port, scheme, tok):
     netloc = host if port is None else f"{host}:{port}"
@@ -52,6 +56,7 @@ def test_absolute_next_link_is_used_as_given(host, port, scheme, tok):
     assert paging.same_origin(resolved, REQ) is expected_same
 
 
+@settings(max_examples=60, deadline=None)
 @given(host=hosts, tok=tokens)
 def test_scheme_relative_link_to_another_host_is_foreign(host, tok):
     resolved = paging.resolve_next_link(REQ, f"//{host}:9/odata/WellProduction?$skiptoken={tok}")
@@ -91,6 +96,7 @@ def test_strip_annotations_drops_instance_and_property_annotations():
     assert paging.strip_annotations(rec) == {"WellCode": "W", "OilProduction": 408, "GasProduction": "2.5e+21"}
 
 
+@settings(max_examples=60, deadline=None)
 @given(st.text(max_size=60))
 def test_encode_query_never_emits_plus_or_raw_space_and_round_trips(value):
     encoded = paging.encode_query([("$filter", value)])

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from well_assets.odata.retry import backoff_delay, is_retryable_status, parse_retry_after, retry_wait
@@ -18,18 +18,21 @@ nows = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2090, 1, 
     lambda d: d.replace(microsecond=0, tzinfo=timezone.utc))
 
 
+@settings(max_examples=60, deadline=None)
 @given(st.integers(0, 10**7))
 def test_retry_after_seconds(n):
     assert parse_retry_after(str(n)) == float(n)
     assert parse_retry_after(f"  {n} ") == float(n)
 
 
+@settings(max_examples=60, deadline=None)
 @given(now=nows, delta=st.integers(0, 10**6))
 def test_retry_after_http_date_in_the_future(now, delta):
     header = format_datetime(now + timedelta(seconds=delta), usegmt=True)
     assert parse_retry_after(header, now=now) == pytest.approx(delta)
 
 
+@settings(max_examples=60, deadline=None)
 @given(now=nows, delta=st.integers(1, 10**6))
 def test_retry_after_http_date_in_the_past_is_zero(now, delta):
     header = format_datetime(now - timedelta(seconds=delta), usegmt=True)
@@ -50,12 +53,14 @@ def test_retry_after_unparseable_is_none(header):
     assert parse_retry_after(header, now=NOW) is None
 
 
+@settings(max_examples=60, deadline=None)
 @given(st.text(max_size=40))
 def test_retry_after_never_raises_and_is_never_negative(text):
     value = parse_retry_after(text, now=NOW)
     assert value is None or value >= 0
 
 
+@settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 200), base=st.floats(0, 10), cap=st.floats(0, 100), seed=st.integers(0, 2**32))
 def test_full_jitter_backoff_bounds(n, base, cap, seed):
     d = backoff_delay(n, base, cap, random.Random(seed))
@@ -68,6 +73,7 @@ def test_full_jitter_grows_and_varies():
     assert max(samples) > 3.0 and min(samples) < 1.0  # spread over [0, 4], not fixed
 
 
+@settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 50), retry_after=st.one_of(st.none(), st.floats(0, 1000)), seed=st.integers(0, 99))
 def test_wait_is_max_of_backoff_and_retry_after(n, retry_after, seed):
     w = retry_wait(n, 0.01, 0.05, retry_after, random.Random(seed))
