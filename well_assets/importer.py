@@ -20,7 +20,7 @@ import dagster as dg
 from well_assets import progress, report
 from well_assets.assets import MAX_PAGES_PER_RUN
 from well_assets.definitions import build_definitions
-from well_assets.errors import PaginationError
+from well_assets.errors import PaginationError, WellAssetsError
 from well_assets.jobs import range_tags
 from well_assets.partitions import page_count, register_pages
 from well_assets.settings import Settings
@@ -67,7 +67,14 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
     with odata.client(run_id="cli") as client:
         source_count = client.count()
     pages = plan_pages(source_count, request.settings.page_size, request.start_page, request.max_pages)
+    store = defs.resources["wells_db"].store()
+    # Refuse a page size other than the one the partitions were created with, before
+    # anything is fetched or written.
+    with store.connection() as con:
+        store.ensure_schema(con)
+        store.check_page_size(con, request.settings.page_size, odata.source_identity())
     job = defs.resolve_job_def("odata_import_job")
+    run_errors: list[str] = []
     from well_assets.console import ProgressDisplay
 
     display = ProgressDisplay(total_pages=len(pages), enabled=progress_bar)
@@ -77,20 +84,48 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
             register_pages(instance, page_count(source_count, request.settings.page_size))
             for first in range(0, len(pages), MAX_PAGES_PER_RUN):
                 chunk = pages[first:first + MAX_PAGES_PER_RUN]
-                job.execute_in_process(
+                result = job.execute_in_process(
                     instance=instance,
                     tags={**range_tags(chunk[0], chunk[-1]), "well_assets/trigger": "cli"},
                     run_config=QUIET_LOGGERS,
                     raise_on_error=False,
                 )
+                if not result.success:
+                    run_errors.extend(_step_errors(result))
     finally:
         progress.unsubscribe(display)
-    store = defs.resources["wells_db"].store()
     with store.connection(read_only=True) as con:
-        return report.summary_from_store(
+        summary = report.summary_from_store(
             con,
             total_pages=len(pages),
             pages=pages,
             wall_seconds=time.perf_counter() - began,
             memory_usage_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
+    recorded = summary["data"]["pagination_summary"]["processed_pages"] + summary["data"]["pagination_summary"]["failed_pages"]
+    if run_errors and (summary["success"] or recorded < len(pages)):
+        # The run failed outside the page loop (e.g. the database could not be opened):
+        # no ledger row explains it, so report the run's own error.
+        raise RunFailed(run_errors)
+    return summary
+
+
+class RunFailed(WellAssetsError):
+    """A Dagster run failed for a reason that is not a page's (see the message)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        codes = [e.split(":", 1)[0].strip() for e in errors]
+        self.code = next((c for c in codes if c in report.ERROR_CODES), "DATABASE_ERROR")
+        super().__init__("import run failed: " + " | ".join(errors), errors=errors)
+
+
+def _step_errors(result) -> list[str]:
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            error = event.step_failure_data.error
+            # Dagster wraps IO manager errors; the innermost cause carries our message.
+            while error.cause is not None:
+                error = error.cause
+            messages.append(error.message.strip().removeprefix("dagster._core.definitions.events.Failure: "))
+    return messages

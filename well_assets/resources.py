@@ -17,6 +17,7 @@ from pydantic import Field
 from well_assets import settings
 from well_assets.odata import ClientConfig, ODataClient
 from well_assets import storage
+from well_assets.errors import ConfigError
 from well_assets.storage import DuckDBStore
 from well_assets.storage.io_manager import WellsDuckDBIOManager
 
@@ -114,6 +115,19 @@ def _secret(name: str):
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
+def _number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "a number >= 0") from None
+    if value < 0:
+        raise ConfigError(name, raw, "a number >= 0")
+    return value
+
+
 def resources_from_env(env_settings: settings.Settings | None = None) -> dict:
     """The resources for the current environment (DESIGN.md settings)."""
     s = env_settings or settings.Settings.from_env()
@@ -126,7 +140,12 @@ def resources_from_env(env_settings: settings.Settings | None = None) -> dict:
         token=_secret("ODATA_TOKEN"),
         username=_secret("ODATA_USERNAME"),
         password=_secret("ODATA_PASSWORD"),
-        min_interval=float(os.environ.get("ODATA_MIN_INTERVAL", "0")),
+        min_interval=_number("ODATA_MIN_INTERVAL", 0.0),
+        max_retries=int(_number("ODATA_MAX_RETRIES", 5)),
+        backoff_base=_number("ODATA_BACKOFF_BASE", 0.5),
+        backoff_cap=_number("ODATA_BACKOFF_CAP", 30.0),
+        max_retry_after=_number("ODATA_MAX_RETRY_AFTER", 120.0),
+        read_timeout=_number("ODATA_TIMEOUT", 60.0),
         cache_dir=cache_dir or None,
     )
     return {

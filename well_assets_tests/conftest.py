@@ -36,3 +36,48 @@ def demo_server() -> Any:
     # stop concurrently: each uvicorn shutdown waits for its ~0.1 s main-loop tick
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda s: s.stop(), started))
+
+
+# -- environment, database, imports ---------------------------------------------------
+
+_SETTINGS_ENV = (
+    "DAGSTER_HOME", "ODATA_BASE_URL", "ODATA_ENTITY_SET", "ODATA_TOKEN", "ODATA_USERNAME",
+    "ODATA_PASSWORD", "ODATA_PAGE_SIZE", "ODATA_FILTER", "WELLS_DATABASE", "ODATA_CACHE_DIR",
+    "ODATA_MIN_INTERVAL", "ODATA_MAX_RETRIES", "ODATA_BACKOFF_BASE", "ODATA_BACKOFF_CAP",
+    "ODATA_MAX_RETRY_AFTER", "ODATA_TIMEOUT",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch, tmp_path):
+    """No test sees the developer's settings; retries are fast; caches live in tmp_path."""
+    for name in _SETTINGS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ODATA_CACHE_DIR", str(tmp_path / "odata-cache"))
+    monkeypatch.setenv("ODATA_BACKOFF_BASE", "0.01")
+    monkeypatch.setenv("ODATA_BACKOFF_CAP", "0.05")
+
+
+@pytest.fixture
+def db_path(tmp_path) -> str:
+    """A fresh DuckDB file path (not created yet)."""
+    return str(tmp_path / "db" / "wells.duckdb")
+
+
+@pytest.fixture
+def run_import(db_path):
+    """Runs `well-assets import` in this process against a server; returns the summary.
+
+    `run_import(server, page_size=500, start_page=0, max_pages=None, database=db_path)`.
+    """
+    from well_assets.importer import ImportRequest
+    from well_assets.importer import run_import as _run
+    from well_assets.settings import Settings
+
+    def run(server, *, page_size: int = 1000, start_page: int = 0, max_pages: int | None = None,
+            database: str | None = None, odata_filter: str | None = None) -> dict:
+        settings = Settings(base_url=server.base_url, entity_set="WellProduction", page_size=page_size,
+                            filter=odata_filter, database=database or db_path)
+        return _run(ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages))
+
+    return run

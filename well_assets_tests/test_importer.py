@@ -1,0 +1,121 @@
+"""End-to-end imports through Dagster against the bundled service over loopback HTTP."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from well_assets.errors import ConfigError, PaginationError
+from well_assets.importer import plan_pages
+from well_assets_tests.expected import expected_table, query, stored_table
+
+FULL_ROWS = 150_000
+
+
+def _bad_keys(server, kinds_excluded=("duplicate_key",)) -> set[tuple]:
+    return {(b["WellCode"], b["ProductionDate"]) for b in server.state.bad_rows() if b["kind"] not in kinds_excluded}
+
+
+def _assert_summary_adds_up(summary: dict, *, rows: int, pages: int) -> None:
+    data = summary["data"]
+    imp = data["import_summary"]
+    assert summary["success"] is True
+    assert data["batch_result"]["processed_items"] == rows
+    assert imp["new_records"] + imp["updated_records"] + imp["duplicate_records"] + imp["error_records"] == rows
+    assert data["batch_result"]["failed_items"] == imp["error_records"]
+    assert data["pagination_summary"]["processed_pages"] == pages
+    assert data["pagination_summary"]["failed_pages"] == 0
+
+
+def test_full_import_lands_every_good_row_once_and_quarantines_every_bad_row(demo_server, run_import, db_path):
+    server = demo_server(rows=FULL_ROWS, bad_rows=0.001)
+    bad = server.state.bad_rows()
+    summary = run_import(server)
+    pages = -(-server.state.row_count // 1000)
+    _assert_summary_adds_up(summary, rows=server.state.row_count, pages=pages)
+
+    assert stored_table(db_path) == expected_table(server)
+    rejected = {(r[0], r[1]) for r in query(db_path, "select well_code, production_date from well_production_rejects")}
+    rejected_by_index = query(db_path, "select count(*), count(reason), count(raw_record) from well_production_rejects")[0]
+    non_dup_bad = [b for b in bad if b["kind"] != "duplicate_key"]
+    assert rejected_by_index == (len(non_dup_bad),) * 3
+    for b in non_dup_bad:
+        raw_key = (b["record"]["WellCode"], b["record"]["ProductionDate"])
+        assert raw_key in rejected, b
+    assert summary["data"]["import_summary"]["error_records"] == len(non_dup_bad)
+    ledger = query(db_path, "select page, status, count(*) over (partition by page) from odata_page_log order by page")
+    assert [r[0] for r in ledger] == list(range(pages))
+    assert {r[1] for r in ledger} == {"succeeded"} and {r[2] for r in ledger} == {1}
+
+    first_content = query(db_path, "select * from well_production order by all")
+    second = run_import(server)
+    imp = second["data"]["import_summary"]
+    assert imp["new_records"] == 0 and imp["updated_records"] == 0
+    assert imp["duplicate_records"] == server.state.row_count - len(non_dup_bad)
+    assert query(db_path, "select * from well_production order by all") == first_content  # lineage included
+    assert query(db_path, "select count(*) from well_production_rejects")[0][0] == len(non_dup_bad)
+
+
+def test_source_update_between_imports_counts_as_one_update(demo_server, run_import, db_path):
+    server = demo_server(rows=3000)
+    run_import(server, page_size=500)
+    record = dict(server.state.records()[1234])
+    record["OilProduction"] = 4242.5
+    httpx.post(f"{server.admin_url}/rows", json=[record]).raise_for_status()
+    summary = run_import(server, page_size=500)
+    imp = summary["data"]["import_summary"]
+    assert (imp["new_records"], imp["updated_records"], imp["duplicate_records"]) == (0, 1, 2999)
+    row = query(db_path, "select oil_production, source_page, imported_at < updated_at from well_production "
+                         "where well_code = ? and production_date = ?",
+                [record["WellCode"], record["ProductionDate"]])
+    assert row == [(4242.5, 2, True)]
+
+
+def test_failed_page_is_recorded_others_commit_and_rerun_completes(demo_server, run_import, db_path):
+    server = demo_server(rows=2500, faults=[{"kind": "status", "status": 500, "skip": [1000]}])
+    summary = run_import(server, page_size=500)
+    assert summary["success"] is False
+    failed = summary["data"]["failed_page_list"]
+    assert [p["partition_key"] for p in failed] == ["00002"]
+    assert failed[0]["error"].startswith("EXTERNAL_API_ERROR")
+    assert query(db_path, "select count(*) from well_production")[0][0] == 2000
+    assert query(db_path, "select page, status from odata_page_log order by page") == [
+        (0, "succeeded"), (1, "succeeded"), (2, "failed"), (3, "succeeded"), (4, "succeeded")]
+
+    httpx.put(f"{server.admin_url}/faults", json=[]).raise_for_status()
+    rerun = run_import(server, page_size=500, start_page=2, max_pages=1)
+    assert rerun["success"] is True
+    assert rerun["data"]["import_summary"]["new_records"] == 500
+    assert stored_table(db_path) == expected_table(server)
+
+
+def test_malformed_page_fails_naming_the_column(demo_server, run_import, db_path):
+    server = demo_server(rows=1500, faults=[{"kind": "rename", "from": "OilProduction", "to": "OilProd", "skip": [500]}])
+    summary = run_import(server, page_size=500)
+    failed = summary["data"]["failed_page_list"]
+    assert [p["partition_key"] for p in failed] == ["00001"]
+    assert "OilProduction" in failed[0]["error"] and "OilProd" in failed[0]["error"]
+    assert failed[0]["error"].startswith("VALIDATION_ERROR")
+    assert query(db_path, "select count(*) from well_production")[0][0] == 1000
+
+
+def test_other_page_size_is_refused_before_anything_is_written(demo_server, run_import, db_path):
+    server = demo_server(rows=2000)
+    run_import(server, page_size=500)
+    before = query(db_path, "select count(*) from odata_page_log")[0][0]
+    with pytest.raises(ConfigError, match="ODATA_PAGE_SIZE"):
+        run_import(server, page_size=400)
+    assert query(db_path, "select count(*) from odata_page_log")[0][0] == before
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "start", "most", "pages"),
+    [(2500, 1000, 0, None, [0, 1, 2]), (2500, 1000, 1, 1, [1]), (3000, 1000, 2, 5, [2]), (0, 1000, 0, None, [])],
+)
+def test_plan_pages(count, size, start, most, pages):
+    assert plan_pages(count, size, start, most) == pages
+
+
+def test_plan_pages_refuses_a_start_past_the_end():
+    with pytest.raises(PaginationError, match="past the last page"):
+        plan_pages(2500, 1000, 3, None)
