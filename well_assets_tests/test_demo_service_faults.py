@@ -159,7 +159,7 @@ def test_latency_adds_measurable_delay_only_where_matched(demo_server, client):
     assert_normal_page(client.get(page_url(srv, 1000)), srv, 1000)
     slow = time.perf_counter() - t
     assert slow >= 0.4
-    assert fast < 0.3
+    assert slow - fast > 0.25  # the unmatched page is not delayed
 
 
 # -- broken bodies and connections ----------------------------------------------------------
