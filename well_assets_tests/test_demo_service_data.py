@@ -375,3 +375,13 @@ def test_upsert_batch_keeps_key_order_and_last_record_wins():
     assert untouched == [r for r in before if (r["WellCode"], r["ProductionDate"]) != (dup["WellCode"], dup["ProductionDate"])]
     assert "duplicate_key" not in {x["kind"] for x in state.bad_rows() if x["WellCode"] == dup["WellCode"]
                                    and x["ProductionDate"] == dup["ProductionDate"]}
+
+
+def test_delete_never_removes_rows_with_null_keys(demo_server, client):
+    srv = demo_server(rows=3000, bad_rows=0.01, seed=9)
+    nulls = count(client, srv, "WellCode%20eq%20null%20or%20ProductionDate%20eq%20null")
+    assert nulls == 10  # 5 missing_key + 5 bad_date
+    r = client.request("DELETE", f"{srv.admin_url}/rows", json=[{"WellCode": "WELL_001", "ProductionDate": "2023-01-02"}])
+    assert r.json() == {"deleted": 1, "rows": 2999}
+    assert count(client, srv) == 2999
+    assert count(client, srv, "WellCode%20eq%20null%20or%20ProductionDate%20eq%20null") == nulls

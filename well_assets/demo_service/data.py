@@ -196,6 +196,7 @@ class Dataset:
                 if not isinstance(wc, str):
                     raise ValueError(f"WellCode must be a string, got {wc!r}")
                 mask = mask | _key_mask(frame, wc, _parse_date(key.get("ProductionDate")))
+            mask = mask.fill_null(False)  # null keys never match; ~null would drop them too
             gone = frame.filter(mask)["_id"].to_list()
             for rid in gone:
                 overrides.pop(rid, None)
