@@ -162,6 +162,8 @@ class _Parser:
                 return Operand(pl.lit(None), "null", True, None)
             if tok.text in ("true", "false"):
                 return Operand(pl.lit(tok.text == "true"), "boolean", True, tok.text == "true")
+            if self.peek().text == "(":
+                raise QueryError(f"$filter: function {tok.text}() is not supported; use comparisons")
             if tok.text in PROPERTY_TYPES:
                 return Operand(pl.col(tok.text), PROPERTY_TYPES[tok.text])
             if tok.text in COMPARISONS or tok.text in ("and", "or", "not"):
