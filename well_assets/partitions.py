@@ -6,36 +6,13 @@ order because Dagster returns dynamic keys in insertion order.
 
 from __future__ import annotations
 
-import math
-import re
-
 import dagster as dg
 
-from well_assets.errors import PaginationError
+from well_assets.page_keys import PARTITIONS_NAME, page_count, page_index, page_key
 
-odata_pages = dg.DynamicPartitionsDefinition(name="odata_pages")
+odata_pages = dg.DynamicPartitionsDefinition(name=PARTITIONS_NAME)
 
-_KEY_PATTERN = re.compile(r"^\d{5,}$")
-
-
-def page_key(page: int) -> str:
-    if page < 0:
-        raise PaginationError(f"page must be >= 0, got {page}", page=page)
-    return f"{page:05d}"
-
-
-def page_index(key: str) -> int:
-    if not _KEY_PATTERN.match(key):
-        raise PaginationError(
-            f"partition key {key!r} is not a page key: allowed are zero-padded page numbers such as 00000, 00042",
-            partition_key=key,
-        )
-    return int(key)
-
-
-def page_count(source_count: int, page_size: int) -> int:
-    """Pages needed for the source's rows (an empty source still has no pages)."""
-    return math.ceil(max(source_count, 0) / page_size)
+__all__ = ["odata_pages", "page_count", "page_index", "page_key", "register_pages", "registered_page_count"]
 
 
 def register_pages(instance: dg.DagsterInstance, n_pages: int) -> list[str]:

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from well_assets.errors import ConfigError, WellAssetsError
-from well_assets.partitions import odata_pages, page_key
+from well_assets.page_keys import PARTITIONS_NAME, page_key
 
 # Dagster's range tags (the same as well_assets.jobs; not imported from there so that the
 # trigger does not load the asset code, polars and pandera just to send HTTP requests).
@@ -277,7 +277,7 @@ class Webserver:
                 for i in range(len(batch))
             )
             document = f"mutation AddPages($selector: RepositorySelector!, $name: String!, {params}) {{\n{fields}\n}}"
-            variables = {"selector": self.repository_selector, "name": odata_pages.name,
+            variables = {"selector": self.repository_selector, "name": PARTITIONS_NAME,
                          **{f"k{i}": key for i, key in enumerate(batch)}}
             data = self.execute(document, variables)
             for i, key in enumerate(batch):
@@ -287,7 +287,7 @@ class Webserver:
                     added.append(key)
                 elif kind != "DuplicateDynamicPartitionError":  # added meanwhile (sensor): fine
                     raise TriggerError(
-                        f"could not add page partition {key} to {odata_pages.name}: {kind}: {result.get('message', '')}",
+                        f"could not add page partition {key} to {PARTITIONS_NAME}: {kind}: {result.get('message', '')}",
                         partition_key=key,
                     )
         return added
@@ -365,7 +365,7 @@ def plan_range(registered: list[str], start_page: int, max_pages: int | None) ->
             where = f"from page {start_page} on" if start_page else "at all"
             highest = f" (the last registered page is {max(registered)})" if registered else ""
             raise TriggerError(
-                f"no page partitions of {odata_pages.name} are registered {where}{highest}: pass "
+                f"no page partitions of {PARTITIONS_NAME} are registered {where}{highest}: pass "
                 f"--max-pages M to add and import M pages from {page_key(start_page)}, or register the source's pages first (turn on odata_page_sensor, or run "
                 f"`well-assets import` once with the same DAGSTER_HOME)",
                 start_page=start_page,
@@ -379,7 +379,7 @@ def plan_range(registered: list[str], start_page: int, max_pages: int | None) ->
     expected = [page_key(k) for k in range(int(first), int(last) + 1)]
     if covered != expected:
         raise TriggerError(
-            f"the registered {odata_pages.name} keys are not contiguous and in ascending page order over "
+            f"the registered {PARTITIONS_NAME} keys are not contiguous and in ascending page order over "
             f"{first}..{last} (Dagster orders dynamic partitions by insertion), so a range run would "
             f"cover other pages; delete and re-add the keys in order (Dagster UI > Partitions)",
             first=first,
@@ -436,7 +436,7 @@ def run(args) -> int:
         to_add, first, last = plan_range(registered, start_page, max_pages)
         if to_add:
             added = server.add_keys(to_add)
-            _err(f"added {len(added)} page partition(s) to {odata_pages.name}: {to_add[0]}..{to_add[-1]}")
+            _err(f"added {len(added)} page partition(s) to {PARTITIONS_NAME}: {to_add[0]}..{to_add[-1]}")
         run_id = server.launch(first, last)
         n_pages = int(last) - int(first) + 1
         result = {"run_id": run_id, "job": JOB_NAME, "pages": {"first": first, "last": last, "count": n_pages},
