@@ -119,3 +119,39 @@ def test_plan_pages(count, size, start, most, pages):
 def test_plan_pages_refuses_a_start_past_the_end():
     with pytest.raises(PaginationError, match="past the last page"):
         plan_pages(2500, 1000, 3, None)
+
+
+def test_embedded_demo_service_is_used_when_no_base_url_is_set(db_path, monkeypatch):
+    from well_assets.importer import ImportRequest
+    from well_assets.importer import run_import as run
+    from well_assets.settings import Settings
+
+    monkeypatch.setenv("WELL_ASSETS_DEMO_ROWS", "1500")
+    monkeypatch.setenv("WELL_ASSETS_DEMO_BAD_ROWS", "0")
+    settings = Settings(base_url=None, entity_set="WellProduction", page_size=500, filter=None, database=db_path)
+    summary = run(ImportRequest(settings=settings))
+    assert summary["success"] and summary["data"]["import_summary"]["new_records"] == 1500
+    sources = query(db_path, "select distinct source from odata_page_log")
+    assert sources == [("http://embedded-demo/odata/WellProduction",)]
+
+
+def test_cli_runs_land_in_dagster_home_with_one_materialization_per_page(demo_server, db_path, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import dagster as dg
+
+    from well_assets.cli import main
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    server = demo_server(rows=1500)
+    assert main(["import", "--base-url", server.base_url, "--database", db_path, "--page-size", "500"]) == 0
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_dynamic_partitions("odata_pages") == ["00000", "00001", "00002"]
+        records = instance.fetch_materializations(dg.AssetKey("well_production"), limit=10).records
+        assert sorted(r.partition_key for r in records) == ["00000", "00001", "00002"]
+        runs = instance.get_runs()
+        assert len(runs) == 1 and runs[0].tags["dagster/asset_partition_range_end"] == "00002"
