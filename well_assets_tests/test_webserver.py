@@ -145,6 +145,13 @@ class Stack:
         self.procs.append((name, proc, log))
 
     def start(self) -> None:
+        # Create the sqlite schema once before anything else opens it: processes that
+        # meet an empty DAGSTER_HOME at the same moment race on alembic's version table
+        # ("more than one head present"). This also proves dagster.yaml loads.
+        info = subprocess.run([str(BIN / "dagster"), "instance", "info"], cwd=ROOT, env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        assert info.returncode == 0, f"dagster instance info failed:\n{info.stdout}\n{info.stderr}"
+        assert "max_concurrent_runs: 4" in info.stdout and "default_limit: 1" in info.stdout, info.stdout
         self.spawn("webserver", str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port),
                    "-w", str(ROOT / "workspace.yaml"))
         self.spawn("daemon", str(BIN / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml"))
