@@ -189,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n", file=sys.stderr)
                 print(f"profiled import failed with exit {proc.returncode}", file=sys.stderr)
                 return 1
-            summary = json.loads(proc.stdout[proc.stdout.index("{"):]) if "{" in proc.stdout else {}
+            summary = {}
+            start = proc.stdout.find("{\n")  # the import's --json output (py-spy adds its own lines)
+            if start >= 0:
+                try:
+                    summary = json.JSONDecoder().raw_decode(proc.stdout[start:])[0]
+                except json.JSONDecodeError:
+                    pass
             perf = summary.get("data", {}).get("performance", {})
             inner_line = [ln for ln in proc.stderr.splitlines() if ln.startswith('{"exit_code"')]
             print(f"profiled import of {args.rows:,} rows: wall {wall:.1f} s under the profiler "
