@@ -404,3 +404,37 @@ def test_sensor_and_schedule_are_listed_and_off_by_default(stack, diagnose):
     assert schedule["name"] == "odata_nightly_refresh"
     assert schedule["scheduleState"]["status"] == "STOPPED"
     assert (schedule["cronSchedule"], schedule["executionTimezone"]) == ("0 2 * * *", "UTC")
+
+
+def curl_recipe() -> list[str]:
+    """The ```bash blocks of docs/operations.md's curl section, in order."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text.split("### The same with `curl`", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```bash\n")[1:]]
+
+
+@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="needs curl and jq")
+def test_the_documented_curl_commands_work(stack, diagnose):
+    add, launch, result, latest = curl_recipe()
+    env = {**stack.env, "DAGSTER_URL": stack.url}
+
+    def bash(script: str) -> str:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, f"{script}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        return done.stdout
+
+    out = bash(add.replace("DAGSTER_URL=http://127.0.0.1:3000", f"DAGSTER_URL={stack.url}"))
+    answers = [json.loads(line)["data"]["addDynamicPartition"]["__typename"] for line in out.splitlines() if line.strip()]
+    assert len(answers) == 5 and set(answers) <= {"AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"}
+
+    launched = json.loads(bash(launch))["data"]["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    assert stack.wait(run_id)["status"] == "SUCCESS"
+
+    status, message = bash(result.replace("RUN_ID=2b0e...", f"RUN_ID={run_id}")).strip().splitlines()
+    assert status == "SUCCESS"
+    assert message.startswith("Imported ") and " page(s): " in message  # all registered pages
+    summary = json.loads(bash(latest))
+    assert summary["success"] is True
