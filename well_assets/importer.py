@@ -63,11 +63,12 @@ def plan_pages(source_count: int, page_size: int, start_page: int, max_pages: in
 def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
     began = time.perf_counter()
     defs = build_definitions(request.settings)
-    odata = defs.resources["odata"]
+    # Outside a run, resolve the resource's config ourselves (EnvVar secrets included).
+    odata = defs.resources["odata"].process_config_and_initialize()
     with odata.client(run_id="cli") as client:
         source_count = client.count()
     pages = plan_pages(source_count, request.settings.page_size, request.start_page, request.max_pages)
-    store = defs.resources["wells_db"].store()
+    store = defs.resources["wells_db"].process_config_and_initialize().store()
     # Refuse a page size other than the one the partitions were created with, before
     # anything is fetched or written.
     with store.connection() as con:
