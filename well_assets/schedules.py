@@ -85,6 +85,8 @@ def odata_nightly_refresh(context: dg.ScheduleEvaluationContext, odata: ODataRes
     try:
         with sensor_client(odata) as client:
             count = client.count()
+    except ConfigError as exc:
+        return dg.SkipReason(f"invalid OData settings: {exc.message}")
     except WellAssetsError as exc:
         return dg.SkipReason(f"source unreachable: {exc.code}: {exc.message}")
     n_pages = page_count(count, odata.page_size)

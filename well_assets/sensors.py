@@ -161,6 +161,8 @@ def odata_page_sensor(context: dg.SensorEvaluationContext, odata: ODataResource)
         with sensor_client(odata) as client:
             count = client.count()
         source = odata.source_identity()
+    except ConfigError as exc:
+        return dg.SkipReason(f"invalid OData settings: {exc.message}")
     except WellAssetsError as exc:
         return dg.SkipReason(f"source unreachable: {exc.code}: {exc.message}")
     registered = list(context.instance.get_dynamic_partitions(odata_pages.name))

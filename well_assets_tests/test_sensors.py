@@ -231,3 +231,12 @@ def test_run_keys_make_a_lost_cursor_harmless(instance, source, tmp_path):
 
 def test_partition_definition_name():
     assert odata_pages.name == "odata_pages"
+
+
+def test_invalid_settings_are_reported_as_such(instance):
+    from well_assets.resources import ODataResource
+
+    context = dg.build_sensor_context(instance=instance, resources={"odata": ODataResource(base_url="ftp://nowhere")})
+    message = skip_message(odata_page_sensor(context))
+    assert message.startswith("invalid OData settings: invalid setting")
+    assert instance.get_dynamic_partitions("odata_pages") == []
