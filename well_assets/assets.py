@@ -73,7 +73,8 @@ def well_production(
         f"importing {len(pages)} page(s) {keys[0]}..{keys[-1]} of {odata.entity_set} "
         f"(page size {odata.page_size})"
     )
-    root_run = context.run.tags.get("dagster/root_run_id", context.run_id)
+    # Retries and re-executions share the root run's response cache.
+    root_run = context.run.root_run_id or context.run_id
     return PageStream(
         client_factory=lambda: odata.client(
             run_id=context.run_id[:8], logger=ODATA_LOGGER, cache_namespace=root_run

@@ -24,8 +24,6 @@ from well_assets.settings import validate_database
 from well_assets.storage import store as store_module
 from well_assets.storage.store import DuckDBStore, PageFailure, PageWrite
 
-ROOT_RUN_TAG = "dagster/root_run_id"
-
 
 class WellsDuckDBIOManager(dg.ConfigurableIOManager):
     """Writes `well_production` pages to DuckDB (upsert, rejects, ledger) and loads the table."""
@@ -48,7 +46,7 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
             store.ensure_schema(con)
             # Before any fetch: keys must map to the same rows they were created for.
             store.check_page_size(con, obj.page_size, obj.source)
-            root_run = context.step_context.dagster_run.tags.get(ROOT_RUN_TAG) or run_id
+            root_run = context.step_context.dagster_run.root_run_id or run_id
             done = store_module.pages_succeeded_in_runs(con, {run_id, root_run}) & {p for p, _ in obj.pages}
             if done:
                 context.log.info(f"{len(done)} page(s) already committed by this run group; not fetched again")
