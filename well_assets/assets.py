@@ -75,6 +75,7 @@ def well_production(
     )
     # Retries and re-executions share the root run's response cache.
     root_run = context.run.root_run_id or context.run_id
+    odata.purge_expired_caches()
     return PageStream(
         client_factory=lambda: odata.client(
             run_id=context.run_id[:8], logger=ODATA_LOGGER, cache_namespace=root_run
@@ -84,6 +85,7 @@ def well_production(
         source=odata.source_identity(),
         validation=ValidationSettings(max_daily_volume=config.max_daily_volume),
         prefetch=config.prefetch,
+        cache_dir=odata.run_cache_dir(root_run),
     )
 
 

@@ -12,6 +12,7 @@ as a PageItem carrying the error, so the consumer can record it and go on.
 from __future__ import annotations
 
 import queue
+import shutil
 import threading
 import time
 from contextlib import AbstractContextManager
@@ -58,7 +59,13 @@ class PageStream:
     source: str
     validation: ValidationSettings = field(default_factory=ValidationSettings)
     prefetch: int = 2
+    cache_dir: str | None = None
     _skip: set[int] = field(default_factory=set)
+
+    def discard_cache(self) -> None:
+        """Every page committed: the run group's cached responses are no longer needed."""
+        if self.cache_dir:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
 
     def skip_pages(self, pages: set[int]) -> None:
         """Pages already committed by an earlier attempt of this run: neither fetched nor written."""

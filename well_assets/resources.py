@@ -7,6 +7,8 @@ These are thin typed configuration layers. The HTTP work lives in ``well_assets.
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -52,11 +54,7 @@ class ODataResource(dg.ConfigurableResource):
     def client_config(self, run_id: str = "local", cache_namespace: str | None = None) -> ClientConfig:
         # The cache serves retries within one run group only (namespace = root run id):
         # a later import must see the source as it is now, not as it was.
-        cache_dir = self.cache_dir
-        if cache_dir and cache_namespace:
-            cache_dir = str(Path(cache_dir) / cache_namespace)
-        elif not cache_namespace:
-            cache_dir = None
+        cache_dir = self.run_cache_dir(cache_namespace) if cache_namespace else None
         config = ClientConfig(
             base_url=settings.resolve_base_url(self.base_url),
             entity_set=self.entity_set,
@@ -81,6 +79,25 @@ class ODataResource(dg.ConfigurableResource):
         )
         config.validate()
         return config
+
+    def run_cache_dir(self, cache_namespace: str) -> str | None:
+        """The response cache directory of one run group (None when the cache is off)."""
+        return str(Path(self.cache_dir) / cache_namespace) if self.cache_dir else None
+
+    def purge_expired_caches(self) -> int:
+        """Deletes run-group caches older than the TTL; returns how many were removed."""
+        if not self.cache_dir or not Path(self.cache_dir).is_dir():
+            return 0
+        removed = 0
+        cutoff = time.time() - self.cache_ttl_seconds
+        for entry in Path(self.cache_dir).iterdir():
+            try:
+                if entry.is_dir() and entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+            except OSError:
+                continue  # another process removed it first
+        return removed
 
     def source_identity(self) -> str:
         """Names the source without credentials: it keys the recorded page size."""

@@ -52,3 +52,5 @@ def test_reexecute_from_failure_after_a_database_failure(demo_server, db_path, t
         assert query(db_path, "select count(*) from odata_page_log")[0][0] == 5
         assert server.state.stats_snapshot()["requests"] == requests_before
         assert stored_table(db_path) == expected_table(server)
+        # Once every page is committed the run group's cached responses are deleted.
+        assert list((tmp_path / "odata-cache").iterdir()) == []

@@ -73,6 +73,7 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
                 # repeat them. Re-execute from failure once the source is healthy.
                 allow_retries=False,
             )
+        obj.discard_cache()
         context.log.info(
             f"committed {totals['pages']} page(s): {totals['rows_new']} new, {totals['rows_updated']} updated, "
             f"{totals['rows_duplicate']} duplicate, {totals['rows_rejected']} rejected"
