@@ -13,9 +13,9 @@ import sys
 import warnings
 from typing import Sequence
 
+from well_assets.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, whole_number
 from well_assets.errors import WellAssetsError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _add_import_parser(sub) -> None:
@@ -50,20 +50,20 @@ def _import(args) -> int:
                 filter=args.odata_filter if args.odata_filter is not None else base.filter,
                 database=validate_database(args.database, "--database") if args.database else base.database,
             ),
-            start_page=_non_negative(args.start_page, "--start-page"),
-            max_pages=_positive(args.max_pages, "--max-pages") if args.max_pages is not None else None,
+            start_page=whole_number(args.start_page, "--start-page", 0),
+            max_pages=whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None,
         )
         if request.settings.base_url:
             from well_assets.settings import validate_base_url
 
             validate_base_url(request.settings.base_url, "--base-url")
     except WellAssetsError as exc:
-        return _fail(exc, args.json, EXIT_USAGE)
+        return fail(exc, args.json, EXIT_USAGE)
     show_progress = not args.no_progress and not args.json and sys.stderr.isatty()
     try:
         summary = run_import(request, progress_bar=show_progress)
     except WellAssetsError as exc:
-        return _fail(exc, args.json, EXIT_FAILED)
+        return fail(exc, args.json, EXIT_FAILED)
     from well_assets import report
 
     if args.json:
@@ -73,35 +73,6 @@ def _import(args) -> int:
 
         print_summary(summary)
     return EXIT_OK if summary["success"] else EXIT_FAILED
-
-
-def _non_negative(value: str, flag: str) -> int:
-    from well_assets.errors import ConfigError
-
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(flag, value, "a whole number >= 0") from None
-    if number < 0:
-        raise ConfigError(flag, value, "a whole number >= 0")
-    return number
-
-
-def _positive(value: str, flag: str) -> int:
-    from well_assets.errors import ConfigError
-
-    number = _non_negative(value, flag)
-    if number == 0:
-        raise ConfigError(flag, value, "a whole number >= 1")
-    return number
-
-
-def _fail(exc: WellAssetsError, as_json: bool, code: int) -> int:
-    if as_json:
-        print(json.dumps(exc.to_dict(), indent=2, default=str))
-    else:
-        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
