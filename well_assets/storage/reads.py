@@ -1,0 +1,61 @@
+"""Reads of the tables for the report, the checks and downstream assets.
+
+Module functions taking an open connection, so a caller can run several in one
+(read-only) connection.
+"""
+
+import math
+
+import duckdb
+import polars as pl
+
+from well_assets import errors
+from well_assets.storage import sql
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, statement: str, params: dict | None = None):
+    # fetchall(): an unfinished result would block later register()/sql() calls (DuckDB 2.0).
+    return con.execute(statement, params or {}).fetchall()[0][0]
+
+
+
+def latest_page_status(con: duckdb.DuckDBPyConnection, source: str | None = None) -> pl.DataFrame:
+    """The latest ledger row of every page (optionally of one source), ordered by page."""
+    return con.sql(sql.LATEST_PAGE_STATUS, params={"source": source}).pl()
+
+
+def page_log(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The whole ledger in insertion order."""
+    return con.sql(sql.PAGE_LOG).pl()
+
+
+def pages_succeeded_in_runs(con: duckdb.DuckDBPyConnection, run_ids: set[str]) -> set[int]:
+    """Pages committed by any of the given runs (and not failed again since, within them)."""
+    rows = con.execute(sql.PAGES_SUCCEEDED_IN_RUNS, {"run_ids": sorted(run_ids)}).fetchall()
+    return {int(page) for (page,) in rows}
+
+
+def duplicate_key_count(con: duckdb.DuckDBPyConnection) -> int:
+    """Number of keys stored more than once (0 unless the primary key was bypassed)."""
+    return int(_scalar(con, sql.DUPLICATE_KEY_COUNT))
+
+
+def schema_violation_count(con: duckdb.DuckDBPyConnection, max_daily_volume: float = 1e9) -> int:
+    """Stored rows that break the validation rules (missing key, negative, NaN/inf or
+    above ``max_daily_volume`` volume)."""
+    if not isinstance(max_daily_volume, (int, float)) or not math.isfinite(max_daily_volume):
+        raise errors.ConfigError("max_daily_volume", max_daily_volume, "a finite number > 0")
+    return int(_scalar(con, sql.SCHEMA_VIOLATION_COUNT, {"max_daily_volume": float(max_daily_volume)}))
+
+
+def table_row_count(con: duckdb.DuckDBPyConnection) -> int:
+    return int(_scalar(con, sql.TABLE_ROW_COUNT))
+
+
+def load_table(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """``well_production`` (all columns incl. lineage) ordered by key."""
+    return con.sql(sql.LOAD_TABLE).pl()
+
+
+def load_rejects(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    return con.sql(sql.LOAD_REJECTS).pl()

@@ -1,0 +1,151 @@
+"""The figures of one page as the store takes them: PageWrite, PageFailure, PageCounts.
+
+Plain dataclasses (no DuckDB), so the pipeline can build them without a connection.
+"""
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import polars as pl
+
+
+def utc_now() -> datetime:
+    """Naive UTC timestamp (the tables use TIMESTAMP without time zone, in UTC)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def source_identity(base_url: str, entity_set: str, filter: str | None = None) -> str:
+    """Identity of an OData source for the ledger and the page-size record:
+    ``scheme://host[:port]/path/EntitySet[?$filter=...]`` without credentials, query or
+    fragment of the base URL (so no token or password can end up in the database)."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    ident = f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}/{entity_set}"
+    if filter:
+        ident += f"?$filter={filter}"
+    return ident
+
+
+def _key_text(key: Any) -> str | None:
+    """A (WellCode, ProductionDate) key as ledger text ``WELL_001|2023-01-01``."""
+    if key is None or isinstance(key, str):
+        return key
+    return "|".join("" if part is None else str(part) for part in key)
+
+
+# ------------------------------------------------------------------------ page types
+
+
+@dataclass
+class PageWrite:
+    """Everything ``write_page`` stores for one page. Only the first five fields are
+    required; the figures default to "unknown"/zero. ``PageWrite.build`` fills it from
+    a fetched page (``odata.PageResult``) and a ``schema.ValidatedPage``."""
+
+    page: int
+    partition_key: str
+    run_id: str
+    valid: pl.DataFrame  # schema.COLUMNS; keys unique (validate_page guarantees it)
+    rejects: pl.DataFrame | None = None  # schema.REJECT_COLUMNS; None = no rejects
+    in_page_duplicates: int = 0
+    skip: int | None = None
+    top: int | None = None
+    source: str | None = None  # source_identity(...): no credentials
+    page_size: int | None = None
+    rows_fetched: int | None = None  # None: valid + rejects + in_page_duplicates
+    source_count: int | None = None
+    first_key: tuple[str, str] | str | None = None
+    last_key: tuple[str, str] | str | None = None
+    fetch_seconds: float = 0.0
+    validate_seconds: float = 0.0
+    throttle_seconds: float = 0.0
+    retries: int = 0
+    bytes: int = 0
+    cache_hit: bool = False
+    started_at: datetime | None = None  # naive UTC; None: when write_page starts
+
+    @classmethod
+    def build(
+        cls,
+        fetched: Any,
+        validated: Any,
+        *,
+        partition_key: str,
+        run_id: str,
+        source: str | None = None,
+        page_size: int | None = None,
+        started_at: datetime | None = None,
+    ) -> "PageWrite":
+        """From an ``odata.PageResult``-like object (page, skip, top, records,
+        source_count, bytes, http_seconds, throttle_seconds, retries, from_cache,
+        first_key, last_key) and a ``schema.ValidatedPage``."""
+        return cls(
+            page=fetched.page,
+            partition_key=partition_key,
+            run_id=run_id,
+            valid=validated.valid,
+            rejects=validated.rejects,
+            in_page_duplicates=validated.in_page_duplicates,
+            skip=fetched.skip,
+            top=fetched.top,
+            source=source,
+            page_size=page_size,
+            rows_fetched=len(fetched.records),
+            source_count=fetched.source_count,
+            first_key=fetched.first_key,
+            last_key=fetched.last_key,
+            fetch_seconds=fetched.http_seconds,
+            validate_seconds=validated.validate_seconds,
+            throttle_seconds=fetched.throttle_seconds,
+            retries=fetched.retries,
+            bytes=fetched.bytes,
+            cache_hit=fetched.from_cache,
+            started_at=started_at,
+        )
+
+
+@dataclass
+class PageFailure:
+    """A failed page attempt for the ledger. ``error`` is stored as given (callers pass
+    redacted text only). Figures known at the time of failure may be filled in."""
+
+    page: int
+    partition_key: str
+    run_id: str
+    error: str
+    skip: int | None = None
+    top: int | None = None
+    source: str | None = None
+    page_size: int | None = None
+    rows_fetched: int | None = None
+    source_count: int | None = None
+    first_key: tuple[str, str] | str | None = None
+    last_key: tuple[str, str] | str | None = None
+    fetch_seconds: float | None = None
+    validate_seconds: float | None = None
+    db_seconds: float | None = None
+    throttle_seconds: float | None = None
+    retries: int | None = None
+    bytes: int | None = None
+    cache_hit: bool | None = None
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PageCounts:
+    """Outcome of ``write_page``. ``duplicate`` = rows already stored with identical
+    values + in-page duplicate keys. ``db_seconds`` covers the whole transaction
+    including the ledger insert and COMMIT (the ledger's own ``db_seconds`` column
+    cannot include its insert and the commit, so it is slightly smaller)."""
+
+    new: int
+    updated: int
+    duplicate: int
+    rejected: int
+    db_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
