@@ -22,7 +22,8 @@ from typing import Callable, Iterator
 
 from well_assets.errors import WellAssetsError
 from well_assets.odata import ODataClient, PageResult
-from well_assets.schema import ValidatedPage, ValidationSettings, validate_page
+from well_assets.schema import ValidatedPage, ValidationSettings
+from well_assets.validation import validate_page
 from well_assets.storage.store import utc_now
 
 _DONE = object()

@@ -17,8 +17,8 @@ from well_assets.schema import (
     VOLUME_COLUMNS,
     ValidationSettings,
     pandera_model,
-    validate_page,
 )
+from well_assets.validation import validate_page
 
 
 def rec(code="WELL_001", date="2023-01-01", oil=1.0, gas=2.0, water=3.0, **extra):

@@ -13,7 +13,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from well_assets import errors
-from well_assets.schema import COLUMNS, validate_page
+from well_assets.schema import COLUMNS
+from well_assets.validation import validate_page
 from well_assets.storage import (
     DuckDBStore,
     PageFailure,
