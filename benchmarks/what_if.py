@@ -16,14 +16,16 @@ Variants (combine with "+", e.g. meta+prefetch_validate):
   meta               add_asset_metadata validates the step's partition keys once per step
                      instead of re-reading every dynamic partition from the instance per page
   nometa             no per-page add_asset_metadata at all (upper bound of its cost)
-  memlimit           read-only DuckDB connections (asset checks, report) get memory_limit=64MB
+  memlimit           read-only DuckDB connections (asset checks, report) get memory_limit=32MB, threads=1
   prefetch_validate  validate_page runs in the prefetch thread, overlapping the DuckDB write
                      and Dagster events of the previous page
   fastval            one Polars select decides whether a page has any failing cell; Pandera
                      runs only for pages that do (same rejects, same figures)
   gcfreeze           gc.freeze() after the imports and before exit (the interpreter's final
                      collection walks Dagster's object graph: ~1 s per process)
-  all                meta+memlimit+prefetch_validate+fastval+gcfreeze
+  reopen             the writer's DuckDB connection is closed and reopened every 100 committed
+                     pages (DuckDB's memory for new rows/index nodes grows until it is closed)
+  all                meta+memlimit+prefetch_validate+fastval+gcfreeze+reopen
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-ALL = ("meta", "memlimit", "prefetch_validate", "fastval", "gcfreeze")
+ALL = ("meta", "memlimit", "prefetch_validate", "fastval", "gcfreeze", "reopen")
 
 
 # ----------------------------------------------------------------------------- patches
@@ -87,10 +89,58 @@ def patch_memlimit() -> None:
     def _connect(self, read_only):
         con = original(self, read_only)
         if read_only:
-            con.execute("SET memory_limit = '64MB'")
+            con.execute("SET memory_limit = '32MB'")
+            con.execute("SET threads = 1")
         return con
 
     store.DuckDBStore._connect = _connect
+
+
+class _ReopeningConnection:
+    """A DuckDB connection that closes and reopens itself after every `every` commits, so the
+    memory DuckDB keeps for freshly written rows and index nodes is released as a run goes on."""
+
+    def __init__(self, open_fn, every: int) -> None:
+        self._open, self._every, self._commits = open_fn, every, 0
+        self._con = open_fn()
+
+    def execute(self, statement, *args, **kwargs):
+        result = self._con.execute(statement, *args, **kwargs)
+        if isinstance(statement, str) and statement.strip().upper() == "COMMIT":
+            self._commits += 1
+            if self._commits % self._every == 0:
+                result = result.fetchall()
+                self._con.close()
+                self._con = self._open()
+                return _Done(result)
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+class _Done:
+    def __init__(self, rows) -> None:
+        self._rows = rows
+
+    def fetchall(self):
+        return self._rows
+
+
+def patch_reopen(every: int = 100) -> None:
+    import duckdb
+
+    from well_assets.storage import store
+
+    original = store.DuckDBStore._connect
+
+    def _connect(self, read_only):
+        if read_only:
+            return original(self, read_only)
+        return _ReopeningConnection(lambda: original(self, read_only), every)
+
+    store.DuckDBStore._connect = _connect
+    del duckdb
 
 
 def patch_prefetch_validate() -> None:
@@ -164,7 +214,7 @@ def patch_gcfreeze() -> None:
 
 PATCHES = {"meta": patch_meta, "nometa": patch_nometa, "memlimit": patch_memlimit,
            "prefetch_validate": patch_prefetch_validate, "fastval": patch_fastval,
-           "gcfreeze": patch_gcfreeze}
+           "gcfreeze": patch_gcfreeze, "reopen": patch_reopen}
 
 
 def expand(variant: str) -> list[str]:
