@@ -93,8 +93,6 @@ class PageStream:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                if not item.failed:
-                    self._validate(item)
                 yield item
         finally:
             stop.set()
@@ -118,6 +116,10 @@ class PageStream:
                     except WellAssetsError as exc:
                         item.error = exc
                     item.fetch_wall_seconds = time.perf_counter() - began
+                    if not item.failed:
+                        # Validating here too keeps the writer's thread for DuckDB, which
+                        # releases the GIL while it executes: the two stages overlap.
+                        self._validate(item)
                     if not _put(fetched, item, stop):
                         return
         except BaseException as exc:  # surfaced in the consumer thread, never swallowed

@@ -14,39 +14,27 @@ SCHEMA_DDL = resources.files("well_assets.storage").joinpath("schema.sql").read_
 
 # Names under which a page's frames are registered (Arrow, zero copy) for one write.
 PAGE_VALID_VIEW = "wa_page_valid"
-PAGE_NEW_VIEW = "wa_page_new"
-PAGE_CHANGED_VIEW = "wa_page_changed"
 PAGE_REJECTS_VIEW = "wa_page_rejects"
 
 _DATA = ", ".join(COLUMNS)  # well_code, production_date, oil/gas/water_production
-_DIFFERS = " OR ".join(f"t.{c} IS DISTINCT FROM p.{c}" for c in VOLUME_COLUMNS)
 
-# The page's rows whose key is absent from the table (is_new) or present with other
-# values; rows present with identical values are not returned (they are duplicates).
-# The join uses DuckDB's dynamic join filters (min/max of the page's keys), so only the
-# row groups around the page's key range are scanned.
-CLASSIFY_PAGE = f"""
-SELECT {", ".join(f"p.{c}" for c in COLUMNS)}, t.well_code IS NULL AS is_new
-FROM {PAGE_VALID_VIEW} AS p
-LEFT JOIN well_production AS t
-  ON t.well_code = p.well_code AND t.production_date = p.production_date
-WHERE t.well_code IS NULL OR {_DIFFERS}
-"""
-
-INSERT_NEW_ROWS = f"""
+# ONE statement upserts a page: new keys are inserted, keys whose values changed are
+# updated (values and lineage; imported_at kept), identical rows are not touched at all
+# (lineage included, so a re-import leaves the table byte-identical). RETURNING yields
+# one row per written row: new rows have imported_at = updated_at (both the page's
+# stamp), updated rows keep their older imported_at. Unchanged = page rows - returned.
+# The lineage values travel as columns of the registered page frame: DuckDB does not
+# accept prepared parameters in an upsert with RETURNING.
+UPSERT_PAGE = f"""
 INSERT INTO well_production ({_DATA}, source_page, run_id, imported_at, updated_at)
-SELECT {_DATA}, $page, $run_id, $now, $now FROM {PAGE_NEW_VIEW}
-"""
-
-# imported_at is kept: it records the first import of the key.
-UPDATE_CHANGED_ROWS = f"""
-UPDATE well_production AS t SET
-    {", ".join(f"{c} = c.{c}" for c in VOLUME_COLUMNS)},
-    source_page = $page,
-    run_id = $run_id,
-    updated_at = $now
-FROM {PAGE_CHANGED_VIEW} AS c
-WHERE t.well_code = c.well_code AND t.production_date = c.production_date
+SELECT {_DATA}, source_page, run_id, stamp, stamp FROM {PAGE_VALID_VIEW}
+ON CONFLICT (well_code, production_date) DO UPDATE SET
+    {", ".join(f"{c} = excluded.{c}" for c in VOLUME_COLUMNS)},
+    source_page = excluded.source_page,
+    run_id = excluded.run_id,
+    updated_at = excluded.updated_at
+WHERE {" OR ".join(f"well_production.{c} IS DISTINCT FROM excluded.{c}" for c in VOLUME_COLUMNS)}
+RETURNING imported_at = updated_at AS is_new
 """
 
 # A record rejected again (wherever it is now) replaces its earlier reject row.

@@ -62,10 +62,13 @@ def _scalar(con: duckdb.DuckDBPyConnection, statement: str, params: dict | None 
 
 
 def _prepare_valid(frame: pl.DataFrame) -> pl.DataFrame:
-    """Fixed column order and dtypes (never insert by position blindly), unique keys."""
+    """Fixed column order and dtypes (never insert by position blindly), unique keys.
+
+    validate_page removes in-page duplicates; a frame that still has some is refused,
+    because DuckDB's upsert would keep an arbitrary one of them."""
     if frame.schema != _VALID_SCHEMA:  # other order or dtypes: select by name and cast
         frame = frame.select([pl.col(c).cast(t, strict=True) for c, t in COLUMNS.items()])
-    if frame.height > 1 and frame.select(pl.struct(*KEY).n_unique()).item() != frame.height:
+    if frame.height > 1 and frame.select(KEY).is_duplicated().any():
         raise ValueError("valid rows contain duplicate keys (validate_page removes them)")
     return frame
 
@@ -81,31 +84,22 @@ def _prepare_rejects(frame: pl.DataFrame | None) -> pl.DataFrame | None:
 def _upsert_rows(
     con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, params: dict
 ) -> tuple[int, int, int]:
-    """-> (new, updated, unchanged). Set-based: one classify query, one INSERT of the
-    new rows, one UPDATE of the changed rows (each only when needed)."""
+    """-> (new, updated, unchanged), with one set-based upsert statement."""
     if valid.height == 0:
         return 0, 0, 0
-    con.register(sql.PAGE_VALID_VIEW, valid.to_arrow())
+    page = valid.with_columns(
+        source_page=pl.lit(params["page"], pl.Int32),
+        run_id=pl.lit(params["run_id"], pl.Utf8),
+        stamp=pl.lit(params["now"], pl.Datetime("us")),
+    )
+    con.register(sql.PAGE_VALID_VIEW, page.to_arrow())
     try:
-        delta = pl.from_arrow(con.sql(sql.CLASSIFY_PAGE).to_arrow_table())
+        written = con.execute(sql.UPSERT_PAGE).fetchall()
     finally:
         con.unregister(sql.PAGE_VALID_VIEW)
-    new_rows = delta.filter(pl.col("is_new")).drop("is_new")
-    changed_rows = delta.filter(~pl.col("is_new")).drop("is_new")
-    if new_rows.height:
-        con.register(sql.PAGE_NEW_VIEW, new_rows.to_arrow())
-        try:
-            _run(con, sql.INSERT_NEW_ROWS, params)
-        finally:
-            con.unregister(sql.PAGE_NEW_VIEW)
-    if changed_rows.height:
-        con.register(sql.PAGE_CHANGED_VIEW, changed_rows.to_arrow())
-        try:
-            _run(con, sql.UPDATE_CHANGED_ROWS, params)
-        finally:
-            con.unregister(sql.PAGE_CHANGED_VIEW)
-    unchanged = valid.height - new_rows.height - changed_rows.height
-    return new_rows.height, changed_rows.height, unchanged
+    new = sum(1 for (is_new,) in written if is_new)
+    updated = len(written) - new
+    return new, updated, valid.height - new - updated
 
 
 def _replace_rejects(con: duckdb.DuckDBPyConnection, rejects: pl.DataFrame | None, params: dict) -> int:
