@@ -191,6 +191,11 @@ def patch_fastval() -> None:
         return original(frame, settings)
 
     schema._run_pandera = _run_pandera
+    try:  # validate_page moved to well_assets.validation, which imports _run_pandera by name
+        from well_assets import validation
+    except ImportError:
+        return
+    validation._run_pandera = _run_pandera
 
 
 def patch_gcfreeze() -> None:
