@@ -43,7 +43,7 @@ STAGES: list[tuple[str, re.Pattern]] = [
     ("Python imports / start-up", re.compile(r"_find_and_load|<frozen importlib")),
     ("Pandera validation", re.compile(r"(^|[;/ (])pandera/")),
     ("DuckDB write (storage/store.py)", re.compile(r"well_assets/storage/store\.py")),
-    ("records -> Polars (schema.py)", re.compile(r"well_assets/schema\.py")),
+    ("records -> Polars (validation.py)", re.compile(r"well_assets/(schema|validation)\.py")),
     ("JSON parse (OData client)", re.compile(r"well_assets/odata/.*(json/|orjson|_parse_collection)")),
     ("response cache (odata/cache.py)", re.compile(r"well_assets/odata/cache\.py")),
     ("HTTP (httpx/httpcore)", re.compile(r"(^|[;/ (])(httpx|httpcore|h11|anyio)/|socket\.py|ssl\.py")),
@@ -56,7 +56,13 @@ STAGES: list[tuple[str, re.Pattern]] = [
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
+WAITING = re.compile(r"^(Condition\.wait|Event\.wait|Queue\.(get|put)|Thread\.join|sleep) ")
+
+
 def classify(stack: str) -> str:
+    leaf = stack.rsplit(";", 1)[-1]
+    if WAITING.match(leaf):
+        return "waiting (queue, lock, sleep: not work)"
     for name, pattern in STAGES:
         if pattern.search(stack):
             return name
