@@ -107,7 +107,7 @@ def well_production_import_report(
     `import_summary`, `performance`).
     """
     total_pages = len(context.instance.get_dynamic_partitions(odata_pages.name))
-    with wells_db.store().connection(read_only=True) as con:
+    with wells_db.store().connection(read_only=True, lean=True) as con:
         summary = report.summary_from_store(con, total_pages=total_pages)
     return dg.MaterializeResult(
         metadata={

@@ -19,7 +19,7 @@ MAX_DAILY_VOLUME = 1e9
 @dg.asset_check(asset=well_production, pool="duckdb", blocking=False)
 def well_production_unique_keys(wells_db: WellsDatabase) -> dg.AssetCheckResult:
     """No two rows share (well_code, production_date)."""
-    with wells_db.store().connection(read_only=True) as con:
+    with wells_db.store().connection(read_only=True, lean=True) as con:
         duplicates = storage.duplicate_key_count(con)
         rows = storage.table_row_count(con)
     return dg.AssetCheckResult(
@@ -32,7 +32,7 @@ def well_production_unique_keys(wells_db: WellsDatabase) -> dg.AssetCheckResult:
 @dg.asset_check(asset=well_production, pool="duckdb", blocking=False)
 def well_production_schema(wells_db: WellsDatabase) -> dg.AssetCheckResult:
     """Accepted rows satisfy the schema: keys present, volumes within 0..max_daily_volume."""
-    with wells_db.store().connection(read_only=True) as con:
+    with wells_db.store().connection(read_only=True, lean=True) as con:
         violations = storage.schema_violation_count(con, MAX_DAILY_VOLUME)
     return dg.AssetCheckResult(
         passed=violations == 0,
@@ -83,7 +83,7 @@ def reconcile(ledger: pl.DataFrame) -> tuple[bool, dg.AssetCheckSeverity, dict]:
 def well_production_reconciliation(wells_db: WellsDatabase) -> dg.AssetCheckResult:
     """Source count = accepted + rejected + in-page duplicates for the imported pages
     (WARN when the source changed during the import, ERROR otherwise)."""
-    with wells_db.store().connection(read_only=True) as con:
+    with wells_db.store().connection(read_only=True, lean=True) as con:
         ledger = storage.latest_page_status(con)
     passed, severity, metadata = reconcile(ledger)
     return dg.AssetCheckResult(passed=passed, severity=severity, metadata=metadata)

@@ -68,7 +68,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
     with odata.client(run_id="cli") as client:
         source_count = client.count()
     pages = plan_pages(source_count, request.settings.page_size, request.start_page, request.max_pages)
-    store = defs.resources["wells_db"].process_config_and_initialize().store()
+    store = defs.resources["wells_db"].store()  # plain settings, no EnvVar to resolve
     # Refuse a page size other than the one the partitions were created with, before
     # anything is fetched or written.
     with store.connection() as con:
@@ -95,7 +95,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
                     run_errors.extend(_step_errors(result))
     finally:
         progress.unsubscribe(display)
-    with store.connection(read_only=True) as con:
+    with store.connection(read_only=True, lean=True) as con:
         summary = report.summary_from_store(
             con,
             total_pages=len(pages),

@@ -155,3 +155,16 @@ def test_cli_runs_land_in_dagster_home_with_one_materialization_per_page(demo_se
         assert sorted(r.partition_key for r in records) == ["00000", "00001", "00002"]
         runs = instance.get_runs()
         assert len(runs) == 1 and runs[0].tags["dagster/asset_partition_range_end"] == "00002"
+
+
+def test_writer_connection_is_reopened_between_pages_without_losing_any(demo_server, run_import, db_path, monkeypatch):
+    from well_assets.storage import io_manager
+
+    monkeypatch.setattr(io_manager, "REOPEN_EVERY_PAGES", 2)
+    opened = []
+    original = io_manager.DuckDBStore.open_writer
+    monkeypatch.setattr(io_manager.DuckDBStore, "open_writer", lambda self: opened.append(1) or original(self))
+    server = demo_server(rows=2500, bad_rows=0.01)
+    summary = run_import(server, page_size=500)
+    assert summary["success"] and len(opened) == 3  # pages 0-1, 2-3, 4
+    assert stored_table(db_path) == expected_table(server)

@@ -25,6 +25,9 @@ from well_assets.storage import store as store_module
 from well_assets.storage.store import DuckDBStore, PageFailure, PageWrite
 
 
+REOPEN_EVERY_PAGES = 100
+
+
 class WellsDuckDBIOManager(dg.ConfigurableIOManager):
     """Writes `well_production` pages to DuckDB (upsert, rejects, ledger) and loads the table."""
 
@@ -42,8 +45,9 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
         run_id = context.run_id
         failures: list[tuple[str, str]] = []
         totals = {"pages": 0, "rows_new": 0, "rows_updated": 0, "rows_duplicate": 0, "rows_rejected": 0}
-        with store.connection() as con:
-            store.ensure_schema(con)
+        writer = _Writer(store)
+        try:
+            con = writer.con
             # Before any fetch: keys must map to the same rows they were created for.
             store.check_page_size(con, obj.page_size, obj.source)
             root_run = context.step_context.dagster_run.root_run_id or run_id
@@ -53,7 +57,8 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
                 obj.skip_pages(done)
             progress.started(total=len(obj.pending))
             for item in obj:
-                figures = self._commit(store, con, item, run_id, obj)
+                figures = self._commit(store, writer.con, item, run_id, obj)
+                writer.page_committed()
                 if figures["status"] == "failed":
                     failures.append((item.partition_key, figures["error"]))
                     context.log.error(f"page {item.partition_key} failed: {figures['error']}")
@@ -64,6 +69,8 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
                     totals["pages"] += 1
                 _add_page_metadata(context, item.partition_key, page_metadata(figures))
                 progress.page_done(figures)
+        finally:
+            writer.close()
         if failures:
             listing = "; ".join(f"{key}: {error}" for key, error in failures)
             raise dg.Failure(
@@ -130,6 +137,30 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
         """The production table as a Polars frame (all rows; pages shift, so no per-page slice)."""
         with self._store().connection(read_only=True) as con:
             return store_module.load_table(con)
+
+
+class _Writer:
+    """The writer's connection, reopened every REOPEN_EVERY_PAGES pages.
+
+    A DuckDB connection keeps caches that grow with the table it writes (measured: 60-90 MB
+    per 500 pages of 1000 rows); reopening between two page transactions returns them, so
+    a run's memory stays flat however many pages it covers. The file lock is released for
+    that instant; another writer would be waited for (the store retries the lock).
+    """
+
+    def __init__(self, store: DuckDBStore) -> None:
+        self._store = store
+        self.con = store.open_writer()
+        self._pages = 0
+
+    def page_committed(self) -> None:
+        self._pages += 1
+        if self._pages % REOPEN_EVERY_PAGES == 0:
+            self.con.close()
+            self.con = self._store.open_writer()
+
+    def close(self) -> None:
+        self.con.close()
 
 
 def _add_page_metadata(context: dg.OutputContext, partition_key: str, metadata: dict) -> None:

@@ -108,6 +108,8 @@ ORDER BY page
 
 PAGE_LOG = "SELECT * FROM odata_page_log ORDER BY log_id"
 
+LEAN_SETTINGS = "SET memory_limit = '64MB'; SET threads = 1"
+
 # Pages whose latest outcome in the given runs is a success: a retried step or a
 # re-execution of the same run group skips them instead of fetching them again.
 PAGES_SUCCEEDED_IN_RUNS = """

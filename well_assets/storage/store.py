@@ -169,17 +169,32 @@ class DuckDBStore:
     # -- connections ---------------------------------------------------------------
 
     @contextmanager
-    def connection(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connection(self, read_only: bool = False, lean: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection that is closed on every path. Read-write connections create the
         tables (idempotent). Opening waits (with backoff, up to ``lock_timeout``) while
-        another process holds the file's write lock."""
+        another process holds the file's write lock.
+
+        ``lean``: a small buffer pool and one thread, for whole-table checks that would
+        otherwise hold ~100 MB per million rows in the process (DuckDB spills instead)."""
         con = self._connect(read_only)
         try:
+            if lean:
+                con.execute(sql.LEAN_SETTINGS).fetchall()
             if not read_only:
                 self.ensure_schema(con)
             yield con
         finally:
             con.close()
+
+    def open_writer(self) -> duckdb.DuckDBPyConnection:
+        """A read-write connection the caller closes (see WriterConnection)."""
+        con = self._connect(False)
+        try:
+            self.ensure_schema(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if read_only:
