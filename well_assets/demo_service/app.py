@@ -141,7 +141,8 @@ def _unknown_set(name: str) -> Response:
     return odata_error(404, "NotFound", f"Resource not found for the segment '{name}'")
 
 
-async def entity_set(request: Request) -> Response:
+async def _admit(request: Request, kind: str) -> Response | tuple:
+    """Auth, entity set, query options and faults: a Response to send, or (query, plan)."""
     if (denied := _auth_failure(request)) is not None:
         return denied
     name = request.path_params["name"]
@@ -151,9 +152,15 @@ async def entity_set(request: Request) -> Response:
         q = _parse(request)
     except QueryError as exc:
         return odata_error(exc.status, exc.code, exc.message)
-    plan, fault = await _apply_faults(request, "collection", q.original_skip)
-    if fault is not None:
-        return fault
+    plan, fault = await _apply_faults(request, kind, q.original_skip if kind == "collection" else None)
+    return fault if fault is not None else (q, plan)
+
+
+async def entity_set(request: Request) -> Response:
+    admitted = await _admit(request, "collection")
+    if isinstance(admitted, Response):
+        return admitted
+    q, plan = admitted
     page_size, pref_headers = _max_page_size(request)
     state = _state(request)
     try:
@@ -164,18 +171,10 @@ async def entity_set(request: Request) -> Response:
 
 
 async def entity_count(request: Request) -> Response:
-    if (denied := _auth_failure(request)) is not None:
-        return denied
-    name = request.path_params["name"]
-    if name != ENTITY_SET:
-        return _unknown_set(name)
-    try:
-        q = _parse(request)
-    except QueryError as exc:
-        return odata_error(exc.status, exc.code, exc.message)
-    plan, fault = await _apply_faults(request, "count", None)
-    if fault is not None:
-        return fault
+    admitted = await _admit(request, "count")
+    if isinstance(admitted, Response):
+        return admitted
+    q, plan = admitted
     try:
         n = await run_in_threadpool(count, _state(request).dataset, q)
     except pl.exceptions.PolarsError as exc:
