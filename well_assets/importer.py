@@ -71,8 +71,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
     store = defs.resources["wells_db"].store()  # plain settings, no EnvVar to resolve
     # Refuse a page size other than the one the partitions were created with, before
     # anything is fetched or written.
-    with store.connection() as con:
-        store.ensure_schema(con)
+    with store.connection() as con:  # a read-write connection creates the tables
         store.check_page_size(con, request.settings.page_size, odata.source_identity())
     job = defs.resolve_job_def("odata_import_job")
     run_errors: list[str] = []

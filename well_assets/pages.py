@@ -1,9 +1,9 @@
 """PageStream: the pages of one run, fetched ahead and validated one at a time.
 
 The asset returns a PageStream instead of a frame so that a run covering hundreds of
-pages never holds more than a few of them: a background thread fetches page k+1 (and at
-most ``prefetch`` pages ahead) while the consumer validates and commits page k. That
-overlap is where a large import wins its time, because the source is the bottleneck.
+pages never holds more than a few of them: a background thread fetches and validates
+page k+1 (at most ``prefetch`` pages ahead) while the consumer commits page k. That
+overlap is where a large import wins its time.
 
 A page that fails to fetch or has the wrong shape does not stop the stream: it comes out
 as a PageItem carrying the error, so the consumer can record it and go on.

@@ -22,6 +22,7 @@ from well_assets.metadata import page_metadata
 from well_assets.pages import PageItem, PageStream
 from well_assets.settings import validate_database
 from well_assets.storage import store as store_module
+from well_assets.storage.records import key_text
 from well_assets.storage.store import DuckDBStore, PageFailure, PageWrite
 
 
@@ -106,6 +107,8 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
             "first_key": result.first_key if result else None,
             "last_key": result.last_key if result else None,
         }
+        # The figures reported as metadata carry the keys as the ledger stores them.
+        keys = {"first_key": key_text(base["first_key"]), "last_key": key_text(base["last_key"])}
         if not item.failed:
             validated = item.validated
             write = PageWrite(
@@ -121,8 +124,7 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
             except DatabaseError as exc:
                 item.error = exc
             else:
-                return {**base, "status": "succeeded", "rows_fetched": write.rows_fetched,
-                        "first_key": _key_text(base["first_key"]), "last_key": _key_text(base["last_key"]),
+                return {**base, **keys, "status": "succeeded", "rows_fetched": write.rows_fetched,
                         "rows_new": counts.new, "rows_updated": counts.updated,
                         "rows_duplicate": counts.duplicate, "rows_rejected": counts.rejected,
                         "in_page_duplicates": write.in_page_duplicates,
@@ -130,8 +132,7 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
         error = _error_text(item.error)
         began = time.perf_counter()
         store.record_failure(con, PageFailure(**base, error=error))
-        return {**base, "status": "failed", "error": error, "db_seconds": time.perf_counter() - began,
-                "first_key": _key_text(base["first_key"]), "last_key": _key_text(base["last_key"])}
+        return {**base, **keys, "status": "failed", "error": error, "db_seconds": time.perf_counter() - began}
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         """The production table as a Polars frame (all rows; pages shift, so no per-page slice)."""
@@ -181,10 +182,6 @@ def _add_page_metadata(context: dg.OutputContext, partition_key: str, metadata: 
     step_context._metadata_accumulator = accumulator.with_additional_asset_metadata(  # noqa: SLF001
         asset_key=context.asset_key, metadata=metadata, partition_key=partition_key
     )
-
-
-def _key_text(key) -> str | None:
-    return None if key is None else "|".join(str(part) for part in key)
 
 
 def _attempts(error: WellAssetsError | None) -> int:

@@ -29,7 +29,7 @@ def source_identity(base_url: str, entity_set: str, filter: str | None = None) -
     return ident
 
 
-def _key_text(key: Any) -> str | None:
+def key_text(key: Any) -> str | None:
     """A (WellCode, ProductionDate) key as ledger text ``WELL_001|2023-01-01``."""
     if key is None or isinstance(key, str):
         return key

@@ -37,7 +37,7 @@ from well_assets.storage.reads import (
     schema_violation_count,
     table_row_count,
 )
-from well_assets.storage.records import PageCounts, PageFailure, PageWrite, _key_text, source_identity, utc_now
+from well_assets.storage.records import PageCounts, PageFailure, PageWrite, key_text, source_identity, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -375,8 +375,8 @@ def _figures(page: PageWrite | PageFailure) -> dict[str, Any]:
         "skip": page.skip,
         "top": page.top,
         "source_count": page.source_count,
-        "first_key": _key_text(page.first_key),
-        "last_key": _key_text(page.last_key),
+        "first_key": key_text(page.first_key),
+        "last_key": key_text(page.last_key),
         "fetch_seconds": page.fetch_seconds,
         "validate_seconds": page.validate_seconds,
         "throttle_seconds": page.throttle_seconds,
