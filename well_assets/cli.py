@@ -38,28 +38,32 @@ def _add_import_parser(sub) -> None:
 
 
 def _import(args) -> int:
-    from well_assets.importer import ImportRequest, run_import
-    from well_assets.settings import Settings, validate_database, validate_entity_set, validate_page_size
+    from well_assets.settings import (
+        Settings,
+        validate_base_url,
+        validate_database,
+        validate_entity_set,
+        validate_page_size,
+    )
 
+    # Every setting is checked before the heavy imports: importing the definitions builds
+    # them from the environment, and a bad value must end in this clear error instead.
     try:
         base = Settings.from_env()
-        request = ImportRequest(
-            settings=Settings(
-                base_url=args.base_url if args.base_url is not None else base.base_url,
-                entity_set=validate_entity_set(args.entity_set, "--entity-set") if args.entity_set else base.entity_set,
-                page_size=validate_page_size(args.page_size, "--page-size") if args.page_size else base.page_size,
-                filter=args.odata_filter if args.odata_filter is not None else base.filter,
-                database=validate_database(args.database, "--database") if args.database else base.database,
-            ),
-            start_page=whole_number(args.start_page, "--start-page", 0),
-            max_pages=whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None,
+        settings = Settings(
+            base_url=validate_base_url(args.base_url, "--base-url") if args.base_url else base.base_url,
+            entity_set=validate_entity_set(args.entity_set, "--entity-set") if args.entity_set else base.entity_set,
+            page_size=validate_page_size(args.page_size, "--page-size") if args.page_size else base.page_size,
+            filter=args.odata_filter if args.odata_filter is not None else base.filter,
+            database=validate_database(args.database, "--database") if args.database else base.database,
         )
-        if request.settings.base_url:
-            from well_assets.settings import validate_base_url
-
-            validate_base_url(request.settings.base_url, "--base-url")
+        start_page = whole_number(args.start_page, "--start-page", 0)
+        max_pages = whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None
     except WellAssetsError as exc:
         return fail(exc, args.json, EXIT_USAGE)
+    from well_assets.importer import ImportRequest, run_import
+
+    request = ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages)
     # The heavy imports are done: move their objects out of the collector's sight. Every
     # later collection, and the final one at exit (~1 s after importing Dagster), skips them.
     gc.freeze()

@@ -48,11 +48,17 @@ def test_bad_flags_are_refused_before_anything_is_written(flags, named, allowed,
     assert not db.exists() and not (tmp_path / "data").exists()
 
 
-def test_bad_environment_setting_names_the_variable(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("ODATA_PAGE_SIZE", "9000")
-    assert main(["import", "--database", str(tmp_path / "w.duckdb")]) == 2
-    err = capsys.readouterr().err
-    assert "ODATA_PAGE_SIZE" in err and "1 to 5000" in err
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [("ODATA_PAGE_SIZE", "9000", "1 to 5000"), ("ODATA_BASE_URL", "ftp://example.com/odata", "http:// or https://")],
+)
+def test_bad_environment_setting_names_the_variable(name, value, allowed, tmp_path):
+    # A fresh process: the definitions module must not have been imported already.
+    out = subprocess.run([sys.executable, "-m", "well_assets.cli", "import", "--database", str(tmp_path / "w.duckdb")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120, env={**os.environ, name: value})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert name in out.stderr and allowed in out.stderr and "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_json_summary_shape_and_exit_code(demo_server, db_path, capsys):
