@@ -1,7 +1,7 @@
 """The page-partitioned `well_production` asset and the `well_production_import_report`.
 
-`well_production` knows nothing of HTTP or SQL: it asks the OData resource for a client,
-hands a lazy PageStream to the DuckDB IO manager, and the IO manager commits page by
+`well_production` knows nothing of HTTP or SQL: it asks the OData resource for the client's
+settings, hands a lazy PageStream to the DuckDB IO manager, and the IO manager commits page by
 page. The report reads the page ledger and renders the import summary.
 """
 
@@ -77,15 +77,14 @@ def well_production(
     root_run = context.run.root_run_id or context.run_id
     odata.purge_expired_caches()
     return PageStream(
-        client_factory=lambda: odata.client(
-            run_id=context.run_id[:8], logger=ODATA_LOGGER, cache_namespace=root_run
-        ),
+        client_config=odata.client_config(run_id=context.run_id[:8], cache_namespace=root_run),
         pages=pages,
         page_size=odata.page_size,
         source=odata.source_identity(),
         validation=ValidationSettings(max_daily_volume=config.max_daily_volume),
         prefetch=config.prefetch,
         cache_dir=odata.run_cache_dir(root_run),
+        logger_name=ODATA_LOGGER.name,
     )
 
 

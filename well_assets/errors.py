@@ -21,6 +21,11 @@ class WellAssetsError(Exception):
         self.message = message
         self.details = {k: v for k, v in details.items() if v is not None}
 
+    def __reduce__(self):
+        # Errors cross a process boundary (the page fetcher's worker); the subclasses'
+        # constructors take other arguments than Exception.args, so rebuild by state.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "success": False,
@@ -95,3 +100,10 @@ class DatabaseError(WellAssetsError):
     """DuckDB failed; the page's transaction was rolled back."""
 
     code = "DATABASE_ERROR"
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> WellAssetsError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error

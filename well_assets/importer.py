@@ -17,7 +17,7 @@ from typing import Iterator
 
 import dagster as dg
 
-from well_assets import progress, report
+from well_assets import fetch_worker, progress, report
 from well_assets.assets import MAX_PAGES_PER_RUN
 from well_assets.definitions import build_definitions
 from well_assets.errors import PaginationError, WellAssetsError
@@ -100,7 +100,9 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
             total_pages=len(pages),
             pages=pages,
             wall_seconds=time.perf_counter() - began,
-            memory_usage_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            # this process plus the page fetcher's worker process (peaks of each)
+            memory_usage_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            + fetch_worker.worker_peak_rss_mb(),
         )
     recorded = summary["data"]["pagination_summary"]["processed_pages"] + summary["data"]["pagination_summary"]["failed_pages"]
     if run_errors and (summary["success"] or recorded < len(pages)):

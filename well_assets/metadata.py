@@ -81,5 +81,6 @@ def page_metadata(figures: dict[str, Any]) -> dict[str, Any]:
             md[name] = dg.MetadataValue.text(str(figures[name]))
     if figures.get("error"):
         md["error"] = dg.MetadataValue.text(str(figures["error"]))
-    md["dagster/column_schema"] = COLUMN_SCHEMA
+    # The column schema is definition metadata of the asset (the UI shows it there):
+    # repeating it on every page's event doubled the cost of storing each event.
     return md

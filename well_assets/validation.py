@@ -187,7 +187,7 @@ def _failures(
         failing = pandera_cases["index"].unique().sort()
         row_rules = rules(settings)
         # Explain only the failing rows: one boolean column per rule.
-        verdicts = frame.with_row_index("__row").filter(pl.col("__row").is_in(failing)).select(
+        verdicts = frame.with_row_index("__row").filter(pl.col("__row").is_in(failing.implode())).select(
             [pl.col("__row")] + [expr.alias(f"__rule_{i}") for i, (_, _, expr) in enumerate(row_rules)]
         )
         for row in verdicts.iter_rows():

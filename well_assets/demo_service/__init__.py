@@ -9,7 +9,26 @@
 See docs/demo-service.md for the endpoints, query options and fault rules.
 """
 
-from .config import DemoServiceConfig
-from .server import DemoServer
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import DemoServiceConfig
+    from .server import DemoServer
 
 __all__ = ["DemoServiceConfig", "DemoServer"]
+
+
+def __getattr__(name: str):
+    # Lazy: `well-assets import` loads this package only for the `demo-server`
+    # subcommand's parser; pulling in starlette and uvicorn then cost ~0.7 s per import.
+    if name == "DemoServer":
+        from .server import DemoServer
+
+        return DemoServer
+    if name == "DemoServiceConfig":
+        from .config import DemoServiceConfig
+
+        return DemoServiceConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -170,7 +170,7 @@ class ODataClient:
             if hop == 0:
                 source_count = paging.parse_count(paging.annotation(payload, "count"))
             # A server may return more than asked: keep only what this page still needs.
-            records.extend(paging.strip_annotations(r) for r in rows[: size - len(records)])
+            records.extend(rows[: size - len(records)])  # annotations: see parse_collection
             if len(records) >= size:
                 break
             link = paging.next_link(payload)

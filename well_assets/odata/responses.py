@@ -11,6 +11,10 @@ import json
 import re
 from typing import Any
 
+import orjson
+
+from .paging import strip_annotations
+
 
 class Malformed(Exception):
     """A 2xx body that is not a usable OData response (truncated, not JSON, error body)."""
@@ -21,9 +25,18 @@ class Malformed(Exception):
         self.odata_message = odata_message
 
 
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)  # ~3x the standard library's speed on a page
+    except orjson.JSONDecodeError:
+        # What orjson refuses but the standard library reads (NaN literals, integers
+        # beyond 64 bits) is read as before; validation then judges the values.
+        return json.loads(body)
+
+
 def parse_collection(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
+        payload = _loads(body)
     except (ValueError, UnicodeDecodeError):
         raise Malformed(f"a body that is not complete JSON ({len(body)} bytes)") from None
     if not isinstance(payload, dict):
@@ -34,6 +47,10 @@ def parse_collection(body: bytes) -> dict[str, Any]:
     value = payload.get("value")
     if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
         raise Malformed("a body without a 'value' array of objects")
+    # A record can carry an annotation only if the body holds more '@' than the top-level
+    # keys do: a cheap test that spares copying every record of the usual page.
+    if body.count(b"@") > sum(key.count("@") for key in payload):
+        payload["value"] = [strip_annotations(r) for r in value]
     return payload
 
 

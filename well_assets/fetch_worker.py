@@ -1,0 +1,223 @@
+"""The page fetcher's own process: fetch one page (HTTP, JSON, paging, retries, throttle,
+response cache) and validate it (Polars, Pandera), then hand the frames back.
+
+Why a process and not a thread: decoding JSON, building the frame and running Pandera hold
+the GIL for 15-20 ms per page. In a thread next to the writer they stalled its DuckDB
+statements, which need the GIL back between calls (measured: writing a page takes 15 ms
+alone and 32 ms next to a busy prefetch thread). In a process of its own this stage runs on
+the other core and the writer never waits for it.
+
+One worker per importing process, kept for the process's life: so one HTTP connection pool,
+one throttle (politeness is per source, not per run) and one sequential stream of requests.
+``prewarm()`` starts it early so that its imports (Polars, Pandera, httpx: no Dagster)
+overlap the caller's own start-up. The worker's log records travel back with each page and
+are re-emitted under the same logger names here, so Dagster captures them as before.
+
+Nothing here imports Dagster or DuckDB: the worker stays small and quick to start.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import resource
+import sys
+import threading
+import time
+import types
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Iterator
+
+from well_assets.errors import WellAssetsError
+
+if TYPE_CHECKING:  # imported lazily: prewarm() must cost the caller nothing
+    from well_assets.odata import ClientConfig, ODataClient, PageResult
+    from well_assets.schema import ValidatedPage, ValidationSettings
+
+_MAX_CLIENTS = 4  # one per run group in flight; older ones are closed
+
+
+@dataclass(frozen=True)
+class PageTask:
+    """Everything the worker needs for one page (picklable; the config carries secrets only
+    over the pipe to the worker, never into a log or an error)."""
+
+    config: ClientConfig
+    page: int
+    validation: ValidationSettings
+    logger_name: str = "well_assets.odata"
+
+
+@dataclass
+class PageOutcome:
+    page: int
+    started_at: datetime
+    result: PageResult | None = None
+    validated: ValidatedPage | None = None
+    error: WellAssetsError | None = None
+    fetch_wall_seconds: float = 0.0
+    worker_peak_rss_mb: float = 0.0
+    log_records: list[logging.LogRecord] = field(default_factory=list)
+
+
+# -------------------------------------------------------------- in the calling process
+
+_lock = threading.Lock()
+_executor: cf.ProcessPoolExecutor | None = None
+
+
+def _pool() -> cf.ProcessPoolExecutor:
+    global _executor
+    with _lock:
+        if _executor is None:
+            # spawn, not fork: the caller may hold threads and locks (Dagster, uvicorn).
+            _executor = cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            with _without_main():
+                _executor.submit(_ready)  # start the process (and its imports) now
+        return _executor
+
+
+@contextmanager
+def _without_main() -> Iterator[None]:
+    """Spawn re-runs the caller's ``__main__`` in the child unless it looks like an
+    interactive session. The worker needs nothing from it, and a script without a
+    ``__main__`` guard would start a second import inside the worker."""
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
+
+
+def prewarm() -> None:
+    """Start the worker now, so it is ready when the first page is wanted."""
+    _pool()
+
+
+def submit(task: PageTask) -> cf.Future:
+    """Queue one page; the future yields a PageOutcome (errors of the page inside it)."""
+    try:
+        return _pool().submit(run_page, task)
+    except cf.process.BrokenProcessPool:
+        _discard()
+        return _pool().submit(run_page, task)
+
+
+def outcome(future: cf.Future) -> PageOutcome:
+    """The page's outcome, its worker's log records re-emitted here first."""
+    try:
+        result: PageOutcome = future.result()
+    except cf.process.BrokenProcessPool as exc:
+        _discard()
+        raise WellAssetsError(f"the page fetcher process died ({exc}); re-run the failed pages") from None
+    _note_peak(result.worker_peak_rss_mb)
+    for record in result.log_records:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+    result.log_records = []
+    return result
+
+
+_last_peak_mb = 0.0
+
+
+def worker_peak_rss_mb() -> float:
+    """The worker's peak RSS as last reported (0 before it served a page)."""
+    return _last_peak_mb
+
+
+def _note_peak(mb: float) -> None:
+    global _last_peak_mb
+    _last_peak_mb = max(_last_peak_mb, mb)
+
+
+def shutdown() -> None:
+    """Stop the worker (it is restarted on next use)."""
+    _discard(wait=True)
+
+
+def _discard(wait: bool = False) -> None:
+    global _executor
+    with _lock:
+        executor, _executor = _executor, None
+    if executor is not None:
+        executor.shutdown(wait=wait, cancel_futures=True)
+
+
+# ------------------------------------------------------------------ in the worker
+
+_clients: OrderedDict = OrderedDict()  # ClientConfig -> open ODataClient
+
+
+def _ready() -> bool:
+    import well_assets.odata  # noqa: F401  (the worker's imports, done before page one)
+    import well_assets.validation  # noqa: F401
+    from well_assets.schema import use_in_memory_engine_for_process
+
+    use_in_memory_engine_for_process()  # this process only validates
+    return True
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Render now: arguments and tracebacks need not survive pickling.
+        record.msg = record.getMessage()
+        record.args = None
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        self.records.append(record)
+
+
+def _client(config: ClientConfig, logger: logging.Logger) -> ODataClient:
+    from well_assets.odata import ODataClient
+
+    client = _clients.get(config)
+    if client is None:
+        client = ODataClient(config, logger=logger).__enter__()
+        _clients[config] = client
+        while len(_clients) > _MAX_CLIENTS:
+            _clients.popitem(last=False)[1].close()
+    _clients.move_to_end(config)
+    return client
+
+
+def run_page(task: PageTask) -> PageOutcome:
+    """Fetch and validate one page (runs in the worker)."""
+    from well_assets.validation import validate_page
+
+    logger = logging.getLogger(task.logger_name)
+    logger.setLevel(logging.DEBUG)  # the caller's logger levels decide what is kept
+    logger.propagate = False
+    capture = _Capture()
+    logger.addHandler(capture)
+    out = PageOutcome(page=task.page, started_at=datetime.now(UTC).replace(tzinfo=None))
+    began = time.perf_counter()
+    try:
+        try:
+            out.result = _client(task.config, logger).fetch_page(task.page)
+        except WellAssetsError as exc:
+            out.error = exc
+        out.fetch_wall_seconds = time.perf_counter() - began
+        if out.error is None:
+            try:
+                out.validated = validate_page(out.result.records, task.validation)
+            except WellAssetsError as exc:
+                out.error = exc
+            out.result.records = []  # validated: the raw records need not travel back
+    finally:
+        logger.removeHandler(capture)
+    out.log_records = capture.records
+    out.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
