@@ -16,8 +16,10 @@ scrubbed of the token/password before they leave this module.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
@@ -121,6 +123,7 @@ class ODataClient:
                                   write=config.read_timeout, pool=config.read_timeout),
             headers={"Accept": ACCEPT_JSON, "OData-MaxVersion": "4.0", "User-Agent": USER_AGENT},
             follow_redirects=False,  # a redirect could carry credentials elsewhere
+            verify=_tls_context(config.base_url),
         )
         self.throttle: Throttle = throttle_for(config.base_url, config.min_interval, config.adaptive_throttle)
         self._cache = ResponseCache(config.cache_dir, config.cache_ttl_seconds) if config.cache_dir else None
@@ -398,3 +401,17 @@ def _canonical(url: str) -> tuple:
     """A URL identity for loop detection, insensitive to query order and encoding spelling."""
     parts = urlsplit(url)
     return (paging.origin(url), parts.path, tuple(sorted(parse_qsl(parts.query, keep_blank_values=True))))
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_tls_context() -> ssl.SSLContext:
+    return httpx.create_ssl_context()  # the same trust store httpx uses by default
+
+
+def _tls_context(base_url: str) -> ssl.SSLContext | bool:
+    """Loading the CA bundle costs 0.05-0.1 s per client: share one context, and skip
+    it for plain-http sources (every request stays on the base URL's origin, scheme
+    included: nextLinks to another origin are refused, redirects are not followed)."""
+    if urlsplit(base_url).scheme.lower() == "http":
+        return False
+    return _shared_tls_context()

@@ -87,14 +87,9 @@ def _upsert_rows(
     """-> (new, updated, unchanged), with one set-based upsert statement."""
     if valid.height == 0:
         return 0, 0, 0
-    page = valid.with_columns(
-        source_page=pl.lit(params["page"], pl.Int32),
-        run_id=pl.lit(params["run_id"], pl.Utf8),
-        stamp=pl.lit(params["now"], pl.Datetime("us")),
-    )
-    con.register(sql.PAGE_VALID_VIEW, page.to_arrow())
+    con.register(sql.PAGE_VALID_VIEW, valid.to_arrow())
     try:
-        written = con.execute(sql.UPSERT_PAGE).fetchall()
+        written = con.execute(sql.UPSERT_PAGE, params).fetchall()
     finally:
         con.unregister(sql.PAGE_VALID_VIEW)
     new = sum(1 for (is_new,) in written if is_new)
