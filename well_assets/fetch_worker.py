@@ -19,8 +19,11 @@ Nothing here imports Dagster or DuckDB: the worker stays small and quick to star
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gc
+import importlib
 import logging
 import multiprocessing
+import os
 import resource
 import sys
 import threading
@@ -60,6 +63,7 @@ class PageOutcome:
     validated: ValidatedPage | None = None
     error: WellAssetsError | None = None
     fetch_wall_seconds: float = 0.0
+    worker_pid: int = 0
     worker_peak_rss_mb: float = 0.0
     log_records: list[logging.LogRecord] = field(default_factory=list)
 
@@ -157,11 +161,15 @@ _clients: OrderedDict = OrderedDict()  # ClientConfig -> open ODataClient
 
 
 def _ready() -> bool:
-    import well_assets.odata  # noqa: F401  (the worker's imports, done before page one)
-    import well_assets.validation  # noqa: F401
+    # The worker's imports, done before page one.
+    importlib.import_module("well_assets.odata")
+    importlib.import_module("well_assets.validation")
     from well_assets.schema import use_in_memory_engine_for_process
 
     use_in_memory_engine_for_process()  # this process only validates
+    # Imports done: keep their objects out of every collection, the one at exit included
+    # (which otherwise makes stopping the worker take ~0.3 s).
+    gc.freeze()
     return True
 
 
@@ -219,5 +227,6 @@ def run_page(task: PageTask) -> PageOutcome:
     finally:
         logger.removeHandler(capture)
     out.log_records = capture.records
+    out.worker_pid = os.getpid()
     out.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out

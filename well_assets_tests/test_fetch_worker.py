@@ -1,0 +1,90 @@
+"""The page fetcher's worker process: pages, errors and log lines cross the process
+boundary intact, and a worker that dies is a clear error followed by a fresh worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import pytest
+
+from well_assets import fetch_worker
+from well_assets.errors import ExternalApiError, ValidationError, WellAssetsError
+from well_assets.odata import ClientConfig, ODataClient
+from well_assets.schema import ValidationSettings
+from well_assets.validation import validate_page
+from well_assets_tests.odata_helpers import set_faults
+
+
+def _task(server, page: int = 0, **config) -> fetch_worker.PageTask:
+    cfg = ClientConfig(base_url=server.base_url, page_size=500, backoff_base=0.01, backoff_cap=0.05, **config)
+    return fetch_worker.PageTask(cfg, page, ValidationSettings())
+
+
+def _fetch(task: fetch_worker.PageTask) -> fetch_worker.PageOutcome:
+    return fetch_worker.outcome(fetch_worker.submit(task))
+
+
+def test_a_page_is_fetched_and_validated_in_another_process(demo_server):
+    server = demo_server(rows=1500, bad_rows=0.02, seed=7)
+    task = _task(server, page=1)
+    done = _fetch(task)
+    assert done.error is None and done.worker_pid not in (0, os.getpid())
+    # The same page fetched and validated here gives the same frames.
+    with ODataClient(task.config) as client:
+        here = validate_page(client.fetch_page(1).records, task.validation)
+    assert done.validated.valid.equals(here.valid) and done.validated.rejects.equals(here.rejects)
+    assert done.validated.rejects.height > 0 and done.validated.in_page_duplicates == here.in_page_duplicates
+    assert done.validated.valid.height + done.validated.rejects.height + done.validated.in_page_duplicates == 500
+    assert done.result.records == []  # validated in the worker: raw records stay there
+    assert done.result.first_key is not None and done.worker_peak_rss_mb > 0
+    assert fetch_worker.worker_peak_rss_mb() >= done.worker_peak_rss_mb
+
+
+def test_worker_log_lines_are_re_emitted_here(demo_server, caplog):
+    server = demo_server(rows=600)
+    set_faults(server, [{"kind": "status", "status": 503, "times": 1}])
+    caplog.set_level(logging.INFO, logger="well_assets.odata")
+    done = _fetch(_task(server, run_id="logtest"))
+    assert done.error is None and done.result.retries == 1
+    retries = [r for r in caplog.records if r.name == "well_assets.odata" and "retry 1/" in r.getMessage()]
+    assert retries and retries[0].levelno == logging.WARNING and "request_id=logtest" in retries[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_type", "field", "value"),
+    [
+        ({"kind": "rename", "from": "OilProduction", "to": "OilProd"}, ValidationError, "missing", ["OilProduction"]),
+        ({"kind": "status", "status": 404}, ExternalApiError, "status", 404),
+    ],
+)
+def test_page_errors_cross_the_boundary_typed(demo_server, fault, error_type, field, value):
+    server = demo_server(rows=600)
+    set_faults(server, [fault])
+    done = _fetch(_task(server))
+    assert type(done.error) is error_type and done.validated is None
+    assert done.error.details[field] == value and done.error.code == error_type.code
+
+
+def test_the_secret_never_comes_back_in_an_error_or_a_log(demo_server, caplog):
+    server = demo_server(rows=600, token="right-token")
+    caplog.set_level(logging.DEBUG)
+    done = _fetch(_task(server, token="s3cret-worker-token"))
+    assert isinstance(done.error, ExternalApiError) and done.error.status == 401
+    everything = caplog.text + str(done.error) + repr(done.error) + repr(done.error.to_dict())
+    assert "s3cret-worker-token" not in everything
+
+
+def test_a_killed_worker_is_a_clear_error_and_the_next_page_gets_a_new_one(demo_server):
+    server = demo_server(rows=1200)
+    first = _fetch(_task(server))
+    set_faults(server, [{"kind": "latency", "seconds": 30}])
+    slow = fetch_worker.submit(_task(server, page=1))
+    os.kill(first.worker_pid, signal.SIGKILL)
+    with pytest.raises(WellAssetsError, match="page fetcher process died"):
+        fetch_worker.outcome(slow)
+    set_faults(server, [])
+    again = _fetch(_task(server, page=2))
+    assert again.error is None and again.validated.valid.height == 200
+    assert again.worker_pid not in (first.worker_pid, os.getpid())
