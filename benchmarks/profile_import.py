@@ -8,7 +8,8 @@ then runs the import in ONE process through `well_assets.cli.main(["import", ...
 fresh DuckDB file and no DAGSTER_HOME, exactly the code path of the console command.
 
 --tool py-spy (default; `pip install py-spy`): samples every thread of the import process
-  from outside (`py-spy record --threads --format raw`), so the prefetch thread (HTTP +
+  and of the page fetcher process it spawns, from outside (`py-spy record --threads
+  --subprocesses --format raw`), so the page fetcher (HTTP +
   JSON) and the main thread (validation, DuckDB, Dagster) are both seen. Prints samples per
   thread, a breakdown by stage (rules below), and the top functions by self and by total
   time. Samples of idle threads (blocked in a socket read, a queue, a lock) are left out
@@ -86,10 +87,19 @@ def analyse(raw_path: Path, rate: int, top: int) -> str:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
+        # With --subprocesses every stack starts with "process PID:"cmdline"" frames
+        # (the import, then the page fetcher it spawned), then "thread (TID): Name".
+        proc = "import"
+        while stack.startswith("process "):  # the command line is quoted and may hold ';'
+            end = stack.find('";', stack.find('"') + 1)
+            cmdline, stack = stack[:end + 1], stack[end + 2:]
+            proc = ("fetcher" if "spawn_main" in cmdline
+                    else "mp-tracker" if "resource_tracker" in cmdline else "import")
         head, _, rest = stack.partition(";")
         tid, _, tname = head.partition(":")
+        tid = f"{proc} {tid.strip()}"
         if tname.strip():
-            names_of[tid] = tname.strip()
+            names_of[tid] = f"{proc} {tname.strip()}"
         rows.append((tid, rest, int(count)))
     for tid, stack, c in rows:
         n += c
@@ -182,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.tool == "py-spy":
                 pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
                 raw = out_dir / f"import-{args.rows}.pyspy.txt"
-                cmd = [pyspy, "record", "--format", "raw", "--threads", "--rate", str(args.rate), "-o", str(raw)]
+                cmd = [pyspy, "record", "--format", "raw", "--threads", "--subprocesses", "--rate", str(args.rate),
+                       "-o", str(raw)]
                 cmd += ["--idle"] if args.idle else []
                 proc = subprocess.run(cmd + ["--", *inner_argv], env=env, cwd=work, capture_output=True, text=True)
             else:

@@ -539,8 +539,8 @@ def render(summaries: list[dict], results: list[dict], machine: dict, args, star
         sums = [lg.get(k) for k in ("fetch_seconds", "validate_seconds", "db_seconds", "throttle_seconds")]
         total = sum(x for x in sums if x is not None) if any(x is not None for x in sums) else None
         wall = s["import"]["wall_median"]
-        add("Import split from `odata_page_log` (medians over rounds, seconds; fetch runs in the prefetch")
-        add("thread and overlaps validation and writes, so the sums can exceed the time they cover):")
+        add("Import split from `odata_page_log` (medians over rounds, seconds; fetch and validation run in")
+        add("the page fetcher process and overlap the writes, so the sums can exceed the time they cover):")
         add("")
         add("| process wall | import's own wall (--json) | first page start -> last commit | fetch | validate | db | throttle | wall - (fetch+validate+db+throttle) | wall - page span |")
         add("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
