@@ -18,6 +18,7 @@ Nothing here imports Dagster or DuckDB: the worker stays small and quick to star
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import gc
 import importlib
@@ -106,11 +107,15 @@ def prewarm() -> None:
 
 def submit(task: PageTask) -> cf.Future:
     """Queue one page; the future yields a PageOutcome (errors of the page inside it)."""
+    executor = _pool()
     try:
-        return _pool().submit(run_page, task)
+        future = executor.submit(run_page, task)
     except cf.process.BrokenProcessPool:
-        _discard()
-        return _pool().submit(run_page, task)
+        _discard(executor)
+        executor = _pool()
+        future = executor.submit(run_page, task)
+    future.wa_executor = executor  # so a failure discards this pool, not a newer one
+    return future
 
 
 def outcome(future: cf.Future) -> PageOutcome:
@@ -118,7 +123,7 @@ def outcome(future: cf.Future) -> PageOutcome:
     try:
         result: PageOutcome = future.result()
     except cf.process.BrokenProcessPool as exc:
-        _discard()
+        _discard(getattr(future, "wa_executor", None))
         raise WellAssetsError(f"the page fetcher process died ({exc}); re-run the failed pages") from None
     _note_peak(result.worker_peak_rss_mb)
     for record in result.log_records:
@@ -144,15 +149,21 @@ def _note_peak(mb: float) -> None:
 
 def shutdown() -> None:
     """Stop the worker (it is restarted on next use)."""
-    _discard(wait=True)
+    _discard(_executor)
 
 
-def _discard(wait: bool = False) -> None:
+# Stopped before the interpreter tears modules down (a pool collected later logs noise).
+atexit.register(shutdown)
+
+
+def _discard(executor: cf.ProcessPoolExecutor | None) -> None:
     global _executor
+    if executor is None:
+        return
     with _lock:
-        executor, _executor = _executor, None
-    if executor is not None:
-        executor.shutdown(wait=wait, cancel_futures=True)
+        if _executor is executor:
+            _executor = None
+    executor.shutdown(wait=True, cancel_futures=True)  # quick: the worker is idle or dead
 
 
 # ------------------------------------------------------------------ in the worker
