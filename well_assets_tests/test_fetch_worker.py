@@ -88,3 +88,29 @@ def test_a_killed_worker_is_a_clear_error_and_the_next_page_gets_a_new_one(demo_
     again = _fetch(_task(server, page=2))
     assert again.error is None and again.validated.valid.height == 200
     assert again.worker_pid not in (first.worker_pid, os.getpid())
+
+
+def test_a_script_without_a_main_guard_is_not_re_run_in_the_worker(demo_server, tmp_path):
+    """Spawn normally re-runs the caller's script in the child; the worker must not."""
+    import subprocess
+    import sys
+    import textwrap
+
+    server = demo_server(rows=600)
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        from well_assets import fetch_worker
+        from well_assets.odata import ClientConfig
+        from well_assets.schema import ValidationSettings
+        with open({str(marker)!r}, "a") as f:
+            f.write("ran\\n")
+        task = fetch_worker.PageTask(ClientConfig(base_url={server.base_url!r}, page_size=500), 1,
+                                     ValidationSettings())
+        done = fetch_worker.outcome(fetch_worker.submit(task))
+        print(done.validated.valid.height)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=os.getcwd())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "100" and marker.read_text() == "ran\n"
