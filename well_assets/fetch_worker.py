@@ -79,10 +79,19 @@ def _pool() -> cf.ProcessPoolExecutor:
     global _executor
     with _lock:
         if _executor is None:
-            # spawn, not fork: the caller may hold threads and locks (Dagster, uvicorn).
-            _executor = cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            with _without_main():
-                _executor.submit(_ready)  # start the process (and its imports) now
+            try:
+                # spawn, not fork: the caller may hold threads and locks (Dagster, uvicorn).
+                executor = cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                with _without_main():
+                    executor.submit(_ready)  # start the process (and its imports) now
+            except (OSError, NotImplementedError) as exc:
+                # No process-shared semaphores here (some locked-down containers): fetch in a
+                # thread instead. Correct, only slower (the GIL is shared with the writer).
+                logging.getLogger(__name__).warning(
+                    "page fetcher process unavailable (%s); fetching pages in a thread instead", exc
+                )
+                executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-fetcher")
+            _executor = executor
         return _executor
 
 
@@ -171,7 +180,12 @@ def _discard(executor: cf.ProcessPoolExecutor | None) -> None:
 _clients: OrderedDict = OrderedDict()  # ClientConfig -> open ODataClient
 
 
+_IN_WORKER = False  # set in the worker process only
+
+
 def _ready() -> bool:
+    global _IN_WORKER
+    _IN_WORKER = True
     # The worker's imports, done before page one.
     importlib.import_module("well_assets.odata")
     importlib.import_module("well_assets.validation")
@@ -217,10 +231,11 @@ def run_page(task: PageTask) -> PageOutcome:
     from well_assets.validation import validate_page
 
     logger = logging.getLogger(task.logger_name)
-    logger.setLevel(logging.DEBUG)  # the caller's logger levels decide what is kept
-    logger.propagate = False
     capture = _Capture()
-    logger.addHandler(capture)
+    if _IN_WORKER:  # ship the records to the caller; in a thread they are logged directly
+        logger.setLevel(logging.DEBUG)  # the caller's logger levels decide what is kept
+        logger.propagate = False
+        logger.addHandler(capture)
     out = PageOutcome(page=task.page, started_at=datetime.now(UTC).replace(tzinfo=None))
     began = time.perf_counter()
     try:
@@ -239,5 +254,6 @@ def run_page(task: PageTask) -> PageOutcome:
         logger.removeHandler(capture)
     out.log_records = capture.records
     out.worker_pid = os.getpid()
-    out.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if _IN_WORKER:  # in a thread, this process's peak is the caller's own
+        out.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out

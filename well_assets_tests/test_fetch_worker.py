@@ -114,3 +114,25 @@ def test_a_script_without_a_main_guard_is_not_re_run_in_the_worker(demo_server, 
                           cwd=os.getcwd())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "100" and marker.read_text() == "ran\n"
+
+
+def test_without_process_support_pages_are_fetched_in_a_thread(demo_server, monkeypatch, caplog):
+    """Where process-shared semaphores are missing (some containers), creating the pool
+    raises OSError: the fetcher falls back to a thread, logs still reach the caller."""
+    server = demo_server(rows=600)
+    set_faults(server, [{"kind": "status", "status": 503, "times": 1}])
+    fetch_worker.shutdown()
+
+    def no_processes(*args, **kwargs):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(fetch_worker.cf, "ProcessPoolExecutor", no_processes)
+    caplog.set_level(logging.INFO)
+    try:
+        done = _fetch(_task(server, page=1, run_id="threaded"))
+    finally:
+        fetch_worker.shutdown()  # the next test gets a process again
+    assert done.error is None and done.worker_pid == os.getpid() and done.worker_peak_rss_mb == 0
+    assert done.validated.valid.height == 100 and done.result.retries == 1
+    assert "fetching pages in a thread instead" in caplog.text
+    assert "request_id=threaded" in caplog.text and "retry 1/" in caplog.text
