@@ -72,10 +72,11 @@ class PageStream:
         in_flight: deque = deque()
 
         def submit_next() -> None:
-            for page, key in todo:
+            nxt = next(todo, None)
+            if nxt is not None:
+                page, key = nxt
                 task = fetch_worker.PageTask(self.client_config, page, self.validation, self.logger_name)
                 in_flight.append((key, fetch_worker.submit(task)))
-                return
 
         for _ in range(max(1, self.prefetch)):
             submit_next()
