@@ -52,13 +52,17 @@ class PageTask:
 
     config: ClientConfig
     page: int
+    partition_key: str
     validation: ValidationSettings
     logger_name: str = "well_assets.odata"
 
 
 @dataclass
-class PageOutcome:
+class PageItem:
+    """One page's outcome as it reaches the writer (built in the worker)."""
+
     page: int
+    partition_key: str
     started_at: datetime
     result: PageResult | None = None
     validated: ValidatedPage | None = None
@@ -67,6 +71,10 @@ class PageOutcome:
     worker_pid: int = 0
     worker_peak_rss_mb: float = 0.0
     log_records: list[logging.LogRecord] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
 
 # -------------------------------------------------------------- in the calling process
@@ -115,7 +123,7 @@ def prewarm() -> None:
 
 
 def submit(task: PageTask) -> cf.Future:
-    """Queue one page; the future yields a PageOutcome (errors of the page inside it)."""
+    """Queue one page; the future yields a PageItem (errors of the page inside it)."""
     executor = _pool()
     try:
         future = executor.submit(run_page, task)
@@ -127,10 +135,10 @@ def submit(task: PageTask) -> cf.Future:
     return future
 
 
-def outcome(future: cf.Future) -> PageOutcome:
+def outcome(future: cf.Future) -> PageItem:
     """The page's outcome, its worker's log records re-emitted here first."""
     try:
-        result: PageOutcome = future.result()
+        result: PageItem = future.result()
     except cf.process.BrokenProcessPool as exc:
         _discard(getattr(future, "wa_executor", None))
         raise WellAssetsError(f"the page fetcher process died ({exc}); re-run the failed pages") from None
@@ -226,7 +234,7 @@ def _client(config: ClientConfig, logger: logging.Logger) -> ODataClient:
     return client
 
 
-def run_page(task: PageTask) -> PageOutcome:
+def run_page(task: PageTask) -> PageItem:
     """Fetch and validate one page (runs in the worker)."""
     from well_assets.validation import validate_page
 
@@ -236,7 +244,10 @@ def run_page(task: PageTask) -> PageOutcome:
         logger.setLevel(logging.DEBUG)  # the caller's logger levels decide what is kept
         logger.propagate = False
         logger.addHandler(capture)
-    out = PageOutcome(page=task.page, started_at=datetime.now(UTC).replace(tzinfo=None))
+    # Naive UTC like storage.records.utc_now, which this module cannot import: the storage
+    # package imports Dagster, which the worker must not load.
+    out = PageItem(page=task.page, partition_key=task.partition_key,
+                   started_at=datetime.now(UTC).replace(tzinfo=None))
     began = time.perf_counter()
     try:
         try:

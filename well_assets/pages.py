@@ -14,29 +14,14 @@ from __future__ import annotations
 import shutil
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Iterator
 
 from well_assets import fetch_worker
-from well_assets.errors import WellAssetsError
-from well_assets.odata import ClientConfig, PageResult
-from well_assets.schema import ValidatedPage, ValidationSettings
+from well_assets.fetch_worker import PageItem
+from well_assets.odata import ClientConfig
+from well_assets.schema import ValidationSettings
 
-@dataclass
-class PageItem:
-    """One page's outcome as it reaches the writer."""
-
-    page: int
-    partition_key: str
-    started_at: datetime
-    result: PageResult | None = None
-    validated: ValidatedPage | None = None
-    error: WellAssetsError | None = None
-    fetch_wall_seconds: float = 0.0
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
+__all__ = ["PageItem", "PageStream"]  # PageItem is built by the page fetcher
 
 
 @dataclass
@@ -75,25 +60,16 @@ class PageStream:
             nxt = next(todo, None)
             if nxt is not None:
                 page, key = nxt
-                task = fetch_worker.PageTask(self.client_config, page, self.validation, self.logger_name)
-                in_flight.append((key, fetch_worker.submit(task)))
+                task = fetch_worker.PageTask(self.client_config, page, key, self.validation, self.logger_name)
+                in_flight.append(fetch_worker.submit(task))
 
         for _ in range(max(1, self.prefetch)):
             submit_next()
         try:
             while in_flight:
-                key, future = in_flight.popleft()
-                done = fetch_worker.outcome(future)
+                item = fetch_worker.outcome(in_flight.popleft())
                 submit_next()  # keep the worker busy while this page is written
-                yield PageItem(
-                    page=done.page,
-                    partition_key=key,
-                    started_at=done.started_at,
-                    result=done.result,
-                    validated=done.validated,
-                    error=done.error,
-                    fetch_wall_seconds=done.fetch_wall_seconds,
-                )
+                yield item
         finally:
-            for _, future in in_flight:  # the consumer stopped early: drop what is queued
+            for future in in_flight:  # the consumer stopped early: drop what is queued
                 future.cancel()

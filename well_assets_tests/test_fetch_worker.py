@@ -19,10 +19,10 @@ from well_assets_tests.odata_helpers import set_faults
 
 def _task(server, page: int = 0, **config) -> fetch_worker.PageTask:
     cfg = ClientConfig(base_url=server.base_url, page_size=500, backoff_base=0.01, backoff_cap=0.05, **config)
-    return fetch_worker.PageTask(cfg, page, ValidationSettings())
+    return fetch_worker.PageTask(cfg, page, f"{page:05d}", ValidationSettings())
 
 
-def _fetch(task: fetch_worker.PageTask) -> fetch_worker.PageOutcome:
+def _fetch(task: fetch_worker.PageTask) -> fetch_worker.PageItem:
     return fetch_worker.outcome(fetch_worker.submit(task))
 
 
@@ -106,7 +106,7 @@ def test_a_script_without_a_main_guard_is_not_re_run_in_the_worker(demo_server, 
         with open({str(marker)!r}, "a") as f:
             f.write("ran\\n")
         task = fetch_worker.PageTask(ClientConfig(base_url={server.base_url!r}, page_size=500), 1,
-                                     ValidationSettings())
+                                     "00001", ValidationSettings())
         done = fetch_worker.outcome(fetch_worker.submit(task))
         print(done.validated.valid.height)
     """))
