@@ -146,6 +146,61 @@ def test_rerun_is_idempotent(store):
     assert latest.height == 1 and latest["run_id"].item() == "second"
 
 
+# A stored key at the edge of the page's well codes, in the middle, or not in the page:
+# only a page with a key already stored may skip the plain-INSERT fast path.
+@pytest.mark.parametrize(
+    "stored, expect_new, expect_updated",
+    [
+        pytest.param([rec("WELL_002", day=1, oil=1)], 5, 0, id="other-well-fast-path"),
+        pytest.param([rec("WELL_001", day=9, oil=1)], 5, 0, id="same-well-other-day-fast-path"),
+        pytest.param([rec("WELL_001", day=1, oil=99)], 4, 1, id="lowest-key-stored"),
+        pytest.param([rec("WELL_003", day=2, oil=99)], 4, 1, id="highest-key-stored"),
+        pytest.param([rec("WELL_002", day=3, oil=99), rec("WELL_002", day=4, oil=4)], 3, 1, id="middle-keys-stored"),
+    ],
+)
+def test_new_key_fast_path_is_exact(store, stored, expect_new, expect_updated):
+    page = [rec("WELL_001", day=1, oil=1), rec("WELL_001", day=2, oil=2), rec("WELL_002", day=3, oil=3),
+            rec("WELL_002", day=4, oil=4), rec("WELL_003", day=2, oil=5)]
+    with store.connection() as con:
+        store.write_page(con, page_write(0, stored, run_id="before"))
+        counts = store.write_page(con, page_write(1, page, run_id="after"))
+        table = load_table(con)
+    assert (counts.new, counts.updated) == (expect_new, expect_updated)
+    assert counts.duplicate == 5 - expect_new - expect_updated
+    assert duplicate_key_count_of(table) == 0
+    for r in page:  # every page value landed, whichever statement wrote it
+        row = table.filter(
+            (pl.col("well_code") == r["WellCode"])
+            & (pl.col("production_date") == dt.date.fromisoformat(r["ProductionDate"]))
+        ).row(0, named=True)
+        assert row["oil_production"] == r["OilProduction"]
+
+
+def duplicate_key_count_of(table: pl.DataFrame) -> int:
+    return table.height - table.unique(subset=["well_code", "production_date"]).height
+
+
+def test_probe_backs_off_on_reimports_and_recovers(store):
+    probe = store._key_probe
+    pages = [[rec("WELL_%03d" % p, day=d, oil=d) for d in range(1, 4)] for p in range(8)]
+    with store.connection() as con:
+        for i, records in enumerate(pages[:4]):
+            assert store.write_page(con, page_write(i, records)).new == 3
+        # Re-import: every page has stored keys; after each hit the next probes are skipped.
+        wanted = []
+        for i, records in enumerate(pages[:4]):
+            wanted.append(probe._skip == 0)
+            counts = store.write_page(con, page_write(i, records, run_id="again"))
+            assert (counts.new, counts.duplicate) == (0, 3)
+        assert wanted == [True, False, True, False]
+        # New pages while probes are skipped go through the upsert and still count right;
+        # the next probe that finds a new page resets the backoff.
+        for i, records in enumerate(pages[4:], start=4):
+            assert store.write_page(con, page_write(i, records)).new == 3
+        assert probe._backoff == 0 and probe._skip == 0
+        assert table_row_count(con) == 24
+
+
 def test_rows_are_never_deleted_by_a_rerun(store):
     with store.connection() as con:
         store.write_page(con, page_write(0, [rec(day=d) for d in range(1, 11)]))

@@ -37,6 +37,25 @@ WHERE {" OR ".join(f"well_production.{c} IS DISTINCT FROM excluded.{c}" for c in
 RETURNING imported_at = updated_at AS is_new
 """
 
+# The fast path of a page none of whose keys is stored yet (a first import): a plain
+# INSERT, measured 9 ms per 1000-row page where the upsert takes 16-19 ms at 1.5M rows
+# (DuckDB's ON CONFLICT costs more than the primary-key check of a plain insert, and
+# grows with the table). PAGE_KEYS_STORED decides it exactly: it joins the page's keys
+# to the table, and the bounds let DuckDB skip the row groups outside the page's
+# well codes (pages come sorted by key), so it costs ~2 ms instead of a table scan.
+PAGE_KEYS_STORED = f"""
+SELECT EXISTS (
+    SELECT 1 FROM well_production AS w SEMI JOIN {PAGE_VALID_VIEW} AS p
+        USING (well_code, production_date)
+    WHERE w.well_code BETWEEN $lowest_code AND $highest_code
+)
+"""
+
+INSERT_NEW_PAGE = f"""
+INSERT INTO well_production ({_DATA}, source_page, run_id, imported_at, updated_at)
+SELECT {_DATA}, $page, $run_id, $now, $now FROM {PAGE_VALID_VIEW}
+"""
+
 # A record rejected again (wherever it is now) replaces its earlier reject row.
 DELETE_SEEN_REJECTS = f"""
 DELETE FROM well_production_rejects AS r
