@@ -163,9 +163,14 @@ def test_new_key_fast_path_is_exact(store, stored, expect_new, expect_updated):
             rec("WELL_002", day=4, oil=4), rec("WELL_003", day=2, oil=5)]
     with store.connection() as con:
         store.write_page(con, page_write(0, stored, run_id="before"))
-        counts = store.write_page(con, page_write(1, page, run_id="after"))
+        # a reject too: a restarted transaction must still write everything of the page
+        counts = store.write_page(con, page_write(1, page + [rec("WELL_004", oil=-1)], run_id="after"))
         table = load_table(con)
-    assert (counts.new, counts.updated) == (expect_new, expect_updated)
+        rejects = load_rejects(con)
+        ledger = page_log(con)
+    assert (counts.new, counts.updated, counts.rejected) == (expect_new, expect_updated, 1)
+    assert rejects["well_code"].to_list() == ["WELL_004"]
+    assert ledger.height == 2 and ledger.row(-1, named=True)["rows_new"] == expect_new
     assert counts.duplicate == 5 - expect_new - expect_updated
     assert duplicate_key_count_of(table) == 0
     for r in page:  # every page value landed, whichever statement wrote it
@@ -180,24 +185,25 @@ def duplicate_key_count_of(table: pl.DataFrame) -> int:
     return table.height - table.unique(subset=["well_code", "production_date"]).height
 
 
-def test_probe_backs_off_on_reimports_and_recovers(store):
-    probe = store._key_probe
+def test_fast_insert_backs_off_on_reimports_and_recovers(store):
+    fast = store._fast_insert
     pages = [[rec("WELL_%03d" % p, day=d, oil=d) for d in range(1, 4)] for p in range(8)]
     with store.connection() as con:
         for i, records in enumerate(pages[:4]):
             assert store.write_page(con, page_write(i, records)).new == 3
-        # Re-import: every page has stored keys; after each hit the next probes are skipped.
+        # Re-import: every page has stored keys; after each refused plain INSERT the next
+        # attempts are skipped.
         wanted = []
         for i, records in enumerate(pages[:4]):
-            wanted.append(probe._skip == 0)
+            wanted.append(fast._skip == 0)
             counts = store.write_page(con, page_write(i, records, run_id="again"))
             assert (counts.new, counts.duplicate) == (0, 3)
         assert wanted == [True, False, True, False]
-        # New pages while probes are skipped go through the upsert and still count right;
-        # the next probe that finds a new page resets the backoff.
+        # New pages while attempts are skipped go through the upsert and still count right;
+        # the next attempt that succeeds resets the backoff.
         for i, records in enumerate(pages[4:], start=4):
             assert store.write_page(con, page_write(i, records)).new == 3
-        assert probe._backoff == 0 and probe._skip == 0
+        assert fast._backoff == 0 and fast._skip == 0
         assert table_row_count(con) == 24
 
 
