@@ -34,7 +34,7 @@ class PageStream:
     page_size: int
     source: str
     validation: ValidationSettings = field(default_factory=ValidationSettings)
-    prefetch: int = 2
+    prefetch: int = 4
     cache_dir: str | None = None
     logger_name: str = "well_assets.odata"
     _skip: set[int] = field(default_factory=set)

@@ -256,7 +256,8 @@ def validate_page(
     else:
         rejects, valid = empty_rejects_frame(), frame
     before = valid.height
-    valid = valid.unique(subset=list(KEY), keep="first", maintain_order=True)
+    if before > 1 and valid.select(KEY).is_duplicated().any():  # the check costs half of unique()
+        valid = valid.unique(subset=list(KEY), keep="first", maintain_order=True)
     return ValidatedPage(
         valid=valid,
         rejects=rejects,

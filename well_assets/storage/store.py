@@ -235,9 +235,11 @@ class DuckDBStore:
             con.close()
 
     def open_writer(self) -> duckdb.DuckDBPyConnection:
-        """A read-write connection the caller closes (see WriterConnection)."""
+        """A read-write connection for page writes (one DuckDB thread), which the caller
+        closes (see io_manager._Writer)."""
         con = self._connect(False)
         try:
+            con.execute(sql.WRITER_SETTINGS).fetchall()
             self.ensure_schema(con)
         except BaseException:
             con.close()
