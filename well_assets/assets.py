@@ -74,10 +74,10 @@ def well_production(
         f"(page size {odata.page_size})"
     )
     # Retries and re-executions share the root run's response cache.
-    root_run = context.run.root_run_id or context.run_id
+    root_run = context.run.root_run_id or context.run.run_id
     odata.purge_expired_caches()
     return PageStream(
-        client_config=odata.client_config(run_id=context.run_id[:8], cache_namespace=root_run),
+        client_config=odata.client_config(run_id=context.run.run_id[:8], cache_namespace=root_run),
         pages=pages,
         page_size=odata.page_size,
         source=odata.source_identity(),

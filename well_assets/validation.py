@@ -34,6 +34,7 @@ Decisions (also documented for the README):
 
 import json
 import time
+from itertools import repeat
 from typing import Any
 
 import polars as pl
@@ -100,12 +101,12 @@ def _date_exprs(column: str) -> tuple[pl.Expr, pl.Expr]:
 
 
 def _check_shape(records: list[dict]) -> None:
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise errors.ValidationError(
-                f"page shape is wrong: record {i} is a {type(rec).__name__}, not an object",
-                record_index=i,
-            )
+    if not all(map(isinstance, records, repeat(dict))):
+        i, rec = next((i, r) for i, r in enumerate(records) if not isinstance(r, dict))
+        raise errors.ValidationError(
+            f"page shape is wrong: record {i} is a {type(rec).__name__}, not an object",
+            record_index=i,
+        )
     present = {k for k in set().union(*records) if "@" not in k}
     missing = [c for c in ODATA_TO_COLUMN if c not in present]
     unexpected = sorted(present - ODATA_TO_COLUMN.keys())

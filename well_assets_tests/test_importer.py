@@ -157,6 +157,38 @@ def test_cli_runs_land_in_dagster_home_with_one_materialization_per_page(demo_se
         assert len(runs) == 1 and runs[0].tags["dagster/asset_partition_range_end"] == "00002"
 
 
+def test_ranged_runs_write_pages_and_only_the_last_runs_report_and_checks(demo_server, db_path, tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import dagster as dg
+
+    from well_assets import importer
+    from well_assets.cli import main
+
+    monkeypatch.setattr(importer, "MAX_PAGES_PER_RUN", 2)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    server = demo_server(rows=2500, bad_rows=0.01)
+    assert main(["import", "--base-url", server.base_url, "--database", db_path, "--page-size", "500"]) == 0
+    assert stored_table(db_path) == expected_table(server)
+    with dg.DagsterInstance.get() as instance:
+        runs = sorted(instance.get_runs(), key=lambda r: r.tags["dagster/asset_partition_range_start"])
+        assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+                for r in runs] == [("00000", "00001"), ("00002", "00003"), ("00004", "00004")]
+        pages = instance.fetch_materializations(dg.AssetKey("well_production"), limit=10).records
+        assert sorted(r.partition_key for r in pages) == ["00000", "00001", "00002", "00003", "00004"]
+        reports = instance.fetch_materializations(dg.AssetKey("well_production_import_report"), limit=10).records
+        assert [r.run_id for r in reports] == [runs[-1].run_id]
+        evaluations = [
+            e for r in runs for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        ]
+        assert len(evaluations) == 3 and {e.run_id for e in evaluations} == {runs[-1].run_id}
+        assert all(e.dagster_event.event_specific_data.passed for e in evaluations)
+
+
 def test_writer_connection_is_reopened_between_pages_without_losing_any(demo_server, run_import, db_path, monkeypatch):
     from well_assets.storage import io_manager
 
