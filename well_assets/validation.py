@@ -34,6 +34,7 @@ Decisions (also documented for the README):
 
 import json
 import time
+from functools import lru_cache
 from itertools import repeat
 from typing import Any
 
@@ -124,6 +125,25 @@ def _check_shape(records: list[dict]) -> None:
         )
 
 
+@lru_cache(maxsize=16)
+def _parse_exprs(volume_dtypes: tuple[pl.DataType, ...]) -> list[pl.Expr]:
+    """The parse step's expressions for raw volume columns of these dtypes: the typed
+    columns, then one failure mask per parsed column. Built once per dtype combination
+    (building them took 0.4 ms of every page)."""
+    values: list[pl.Expr] = [pl.col("well_code")]
+    failed: list[pl.Expr] = []
+    date_value, date_failed = _date_exprs("production_date")
+    values.append(date_value)
+    failed.append(date_failed)
+    for column, dtype in zip(VOLUME_COLUMNS, volume_dtypes):
+        v, f = _volume_exprs(column, dtype)
+        values.append(v)
+        failed.append(f)
+    return [e.cast(COLUMNS[c]) for e, c in zip(values, COLUMNS)] + [
+        f.alias(f"__failed_{i}") for i, f in enumerate(failed)
+    ]
+
+
 def records_to_frame(records: list[dict]) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
     """Parse records into a frame with COLUMNS (order + dtypes) and per-column parse
     failure masks (only for columns that had failures). Shape must be checked first.
@@ -136,19 +156,7 @@ def records_to_frame(records: list[dict]) -> tuple[pl.DataFrame, dict[str, pl.Se
             for name, column in ODATA_TO_COLUMN.items()
         ]
     )
-    values: list[pl.Expr] = [pl.col("well_code")]
-    failed: list[pl.Expr] = []
-    date_value, date_failed = _date_exprs("production_date")
-    values.append(date_value)
-    failed.append(date_failed)
-    for column in VOLUME_COLUMNS:
-        v, f = _volume_exprs(column, raw.schema[column])
-        values.append(v)
-        failed.append(f)
-    both = raw.select(
-        [e.cast(COLUMNS[c]) for e, c in zip(values, COLUMNS)]
-        + [f.alias(f"__failed_{i}") for i, f in enumerate(failed)]
-    )
+    both = raw.select(_parse_exprs(tuple(raw.schema[c] for c in VOLUME_COLUMNS)))
     frame = both.select(list(COLUMNS))
     parse_failures = {}
     for i, column in enumerate(list(COLUMNS)[1:]):

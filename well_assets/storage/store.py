@@ -62,15 +62,18 @@ def _scalar(con: duckdb.DuckDBPyConnection, statement: str, params: dict | None 
 
 
 def _prepare_valid(frame: pl.DataFrame) -> pl.DataFrame:
-    """Fixed column order and dtypes (never insert by position blindly), unique keys.
-
-    validate_page removes in-page duplicates; a frame that still has some is refused,
-    because DuckDB's upsert would keep an arbitrary one of them."""
+    """Fixed column order and dtypes (never insert by position blindly)."""
     if frame.schema != _VALID_SCHEMA:  # other order or dtypes: select by name and cast
         frame = frame.select([pl.col(c).cast(t, strict=True) for c, t in COLUMNS.items()])
+    return frame
+
+
+def _refuse_duplicate_keys(frame: pl.DataFrame) -> None:
+    """validate_page removes in-page duplicates; a frame that still has some is refused,
+    because DuckDB's upsert would keep an arbitrary one of them. (The plain INSERT needs
+    no such check: the primary key refuses duplicates within the page as well.)"""
     if frame.height > 1 and frame.select(KEY).is_duplicated().any():
         raise ValueError("valid rows contain duplicate keys (validate_page removes them)")
-    return frame
 
 
 def _prepare_rejects(frame: pl.DataFrame | None) -> pl.DataFrame | None:
@@ -103,6 +106,7 @@ def _upsert_rows(
         else:
             fast.found(keys_stored=False)
             return valid.height, 0, 0
+    _refuse_duplicate_keys(valid)
     with _registered(con, sql.PAGE_VALID_VIEW, rows):
         written = con.execute(sql.UPSERT_PAGE, params).fetchall()
     new = sum(1 for (is_new,) in written if is_new)
