@@ -50,12 +50,33 @@ def _instance() -> Iterator[dg.DagsterInstance]:
         os.environ[_SUBSET_PLANNED_EVENTS] = "1"
         try:
             with dg.DagsterInstance.ephemeral() as instance:
+                _reuse_event_log_connection(instance)
                 yield instance
         finally:
             if saved is None:
                 os.environ.pop(_SUBSET_PLANNED_EVENTS, None)
             else:
                 os.environ[_SUBSET_PLANNED_EVENTS] = saved
+
+
+def _reuse_event_log_connection(instance: dg.DagsterInstance) -> None:
+    """Let the throwaway instance's in-memory event log use the connection it already
+    holds, instead of opening a new SQLite connection (and running two PRAGMAs) for every
+    write: a page's materialization event took ~6 ms, ~1.5 ms of it that churn (measured,
+    500 events 3.2-3.4 s -> 2.5 s). Same database, same statements, same lock. Left as it
+    is if Dagster's internals are not the expected ones."""
+    storage = getattr(instance, "_event_storage", None)
+    held = getattr(storage, "_held_conn", None)
+    lock = getattr(storage, "_db_lock", None)
+    if type(storage).__name__ != "InMemoryEventLogStorage" or held is None or lock is None:
+        return
+
+    @contextmanager
+    def connect():
+        with lock, held.begin():
+            yield held
+
+    storage._connect = connect  # noqa: SLF001
 
 
 def plan_pages(source_count: int, page_size: int, start_page: int, max_pages: int | None) -> list[int]:
