@@ -76,14 +76,22 @@ def well_production(
     # Retries and re-executions share the root run's response cache.
     root_run = context.run.root_run_id or context.run.run_id
     odata.purge_expired_caches()
+    return page_stream(odata, context.run.run_id, root_run, pages, config)
+
+
+def page_stream(
+    odata: ODataResource, run_id: str, root_run_id: str, pages: list[tuple[int, str]], config: ImportConfig
+) -> PageStream:
+    """The pages of one run as a PageStream. The CLI builds the same stream for a run it is
+    about to launch, to read its first pages ahead (equal tasks are one fetch)."""
     return PageStream(
-        client_config=odata.client_config(run_id=context.run.run_id[:8], cache_namespace=root_run),
+        client_config=odata.client_config(run_id=run_id[:8], cache_namespace=root_run_id),
         pages=pages,
         page_size=odata.page_size,
         source=odata.source_identity(),
         validation=ValidationSettings(max_daily_volume=config.max_daily_volume),
         prefetch=config.prefetch,
-        cache_dir=odata.run_cache_dir(root_run),
+        cache_dir=odata.run_cache_dir(root_run_id),
         logger_name=ODATA_LOGGER.name,
     )
 

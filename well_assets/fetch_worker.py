@@ -122,8 +122,44 @@ def prewarm() -> None:
     _pool()
 
 
+# Read-ahead across runs: a caller that knows which pages come next (the CLI knows the
+# next ranged run's pages and run id) plans them; they are queued when the worker would
+# otherwise idle (at start-up, and while Dagster logs a finished run's events), and the
+# run that asks for the same task later gets the future that is already done.
+READ_AHEAD_PAGES = 128  # ~70 KB of frames each; enough to cover a run's event logging
+_planned: list[PageTask] = []
+_read_ahead: dict[PageTask, cf.Future] = {}
+
+
+def plan_read_ahead(tasks: list[PageTask]) -> None:
+    """The tasks to queue at the next ``start_read_ahead()`` (replaces the previous plan;
+    at most READ_AHEAD_PAGES are kept)."""
+    _planned[:] = tasks[:READ_AHEAD_PAGES]
+
+
+def start_read_ahead() -> None:
+    """Queue the planned tasks now (the worker has nothing else to do)."""
+    tasks, _planned[:] = list(_planned), []
+    for task in tasks:
+        if task not in _read_ahead:
+            _read_ahead[task] = _submit(task)
+
+
+def drop_read_ahead() -> None:
+    """Forget planned and queued read-ahead that no run asked for (results are dropped)."""
+    _planned.clear()
+    while _read_ahead:
+        _read_ahead.popitem()[1].cancel()
+
+
 def submit(task: PageTask) -> cf.Future:
-    """Queue one page; the future yields a PageItem (errors of the page inside it)."""
+    """Queue one page, or take its read-ahead future; the future yields a PageItem (errors
+    of the page inside it)."""
+    future = _read_ahead.pop(task, None)
+    return future if future is not None else _submit(task)
+
+
+def _submit(task: PageTask) -> cf.Future:
     executor = _pool()
     try:
         future = executor.submit(run_page, task)

@@ -48,19 +48,24 @@ class PageStream:
         """Pages already committed by an earlier attempt of this run: neither fetched nor written."""
         self._skip = set(pages)
 
+    def tasks(self) -> list[fetch_worker.PageTask]:
+        """The fetch tasks of the pending pages, in order (equal tasks = the same fetch)."""
+        return [
+            fetch_worker.PageTask(self.client_config, page, key, self.validation, self.logger_name)
+            for page, key in self.pending
+        ]
+
     @property
     def pending(self) -> list[tuple[int, str]]:
         return [(page, key) for page, key in self.pages if page not in self._skip]
 
     def __iter__(self) -> Iterator[PageItem]:
-        todo = iter(self.pending)
+        todo = iter(self.tasks())
         in_flight: deque = deque()
 
         def submit_next() -> None:
-            nxt = next(todo, None)
-            if nxt is not None:
-                page, key = nxt
-                task = fetch_worker.PageTask(self.client_config, page, key, self.validation, self.logger_name)
+            task = next(todo, None)
+            if task is not None:
                 in_flight.append(fetch_worker.submit(task))
 
         for _ in range(max(1, self.prefetch)):
@@ -70,6 +75,9 @@ class PageStream:
                 item = fetch_worker.outcome(in_flight.popleft())
                 submit_next()  # keep the worker busy while this page is written
                 yield item
+            # Every page is committed; while Dagster logs them, the worker reads ahead
+            # whatever the caller planned (the next run's first pages).
+            fetch_worker.start_read_ahead()
         finally:
             for future in in_flight:  # the consumer stopped early: drop what is queued
                 future.cancel()
