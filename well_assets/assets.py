@@ -31,7 +31,10 @@ class ImportConfig(dg.Config):
     """Run configuration of a page import."""
 
     max_daily_volume: float = Field(default=1e9, description="A volume above this is rejected.")
-    prefetch: int = Field(default=4, description="Pages fetched ahead of the one being written (1..8).")
+    prefetch: int = Field(
+        default=4,
+        description="Page fetches queued ahead of the page being written (1..8); fetched pages wait in memory, at most 128.",
+    )
 
 
 @dg.asset(

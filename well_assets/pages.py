@@ -2,8 +2,9 @@
 
 The asset returns a PageStream instead of a frame so that a run covering hundreds of
 pages never holds more than a few of them: the page fetcher's worker process
-(``fetch_worker``) fetches and validates page k+1 (at most ``prefetch`` pages ahead)
-while the consumer commits page k. That overlap is where a large import wins its time.
+(``fetch_worker``) fetches and validates the next pages (``prefetch`` fetches queued, at
+most ``fetch_worker.READ_AHEAD_PAGES`` pages held) while the consumer commits page k.
+That overlap is where a large import wins its time.
 
 A page that fails to fetch or has the wrong shape does not stop the stream: it comes out
 as a PageItem carrying the error, so the consumer can record it and go on.
@@ -62,18 +63,23 @@ class PageStream:
     def __iter__(self) -> Iterator[PageItem]:
         todo = iter(self.tasks())
         in_flight: deque = deque()
+        most = max(self.prefetch, fetch_worker.READ_AHEAD_PAGES)
 
-        def submit_next() -> None:
-            task = next(todo, None)
-            if task is not None:
+        def top_up() -> None:
+            # Keep `prefetch` fetches queued or running, however many pages are already
+            # fetched and waiting (read ahead, or a worker faster than the writer): the
+            # worker never idles while pages remain, and at most `most` pages are held.
+            while len(in_flight) < most and sum(not f.done() for f in in_flight) < max(1, self.prefetch):
+                task = next(todo, None)
+                if task is None:
+                    return
                 in_flight.append(fetch_worker.submit(task))
 
-        for _ in range(max(1, self.prefetch)):
-            submit_next()
+        top_up()
         try:
             while in_flight:
                 item = fetch_worker.outcome(in_flight.popleft())
-                submit_next()  # keep the worker busy while this page is written
+                top_up()  # keep the worker busy while this page is written
                 yield item
             # Every page is committed; while Dagster logs them, the worker reads ahead
             # whatever the caller planned (the next run's first pages).
