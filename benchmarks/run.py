@@ -1,6 +1,6 @@
 """Issue 6 benchmark: `well-assets import` against a plain reference loop, same machine, same source.
 
-    python benchmarks/run.py [--sizes 150000 1500000] [--rounds 3 2] [--out benchmarks/RESULTS.md]
+    python benchmarks/run.py [--sizes 150000 1500000] [--rounds 3] [--out benchmarks/RESULTS.md]
 
 For every size N it starts the bundled OData service as a separate process on loopback
 (N rows, no bad rows, max page size 1000), waits until it answers, warms its sorted view,
@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[150_000, 1_500_000], help="rows served (default 150000 1500000)")
     ap.add_argument("--rounds", type=int, nargs="+", default=None,
-                    help="rounds: one number for every size, or one per size (default: 3 below 1M rows, 2 from 1M)")
+                    help="rounds: one number for every size, or one per size (default: 3; a median of 3 is a median)")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"), help="markdown report (default benchmarks/RESULTS.md)")
     ap.add_argument("--json-out", default=None, help="also write every run's figures as JSON here")
     ap.add_argument("--seed", type=int, default=42, help="demo data seed")
@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.argv_echo = argv
     if args.rounds is None:
-        rounds = [3 if n < LARGE else 2 for n in args.sizes]
+        rounds = [3 for _ in args.sizes]
     elif len(args.rounds) == 1:
         rounds = args.rounds * len(args.sizes)
     elif len(args.rounds) == len(args.sizes):
