@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from well_assets.assets import well_production, well_production_import_report
-from well_assets.partitions import odata_pages, page_key
+from well_assets.partitions import page_key
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -19,7 +19,6 @@ odata_import_job = dg.define_asset_job(
     name="odata_import_job",
     # Selecting the assets also selects their asset checks.
     selection=dg.AssetSelection.assets(well_production, well_production_import_report),
-    partitions_def=odata_pages,
     # One process per run: every step of this job opens DuckDB and is in the `duckdb`
     # pool (limit 1), so steps never run in parallel anyway, and the multiprocess
     # executor's process per step cost ~10 s each (imports of polars, pandera, dagster):
