@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 STAGES: list[tuple[str, re.Pattern]] = [
     ("Python imports / start-up", re.compile(r"_find_and_load|<frozen importlib")),
     ("Pandera validation", re.compile(r"(^|[;/ (])pandera/")),
-    ("DuckDB write (storage/store.py)", re.compile(r"well_assets/storage/store\.py")),
+    ("DuckDB write (storage/page_write.py, store.py)", re.compile(r"well_assets/storage/(page_write|store)\.py")),
     ("records -> Polars (validation.py)", re.compile(r"well_assets/(schema|validation)\.py")),
     ("JSON parse (OData client)", re.compile(r"well_assets/odata/.*(json/|orjson|_parse_collection)")),
     ("response cache (odata/cache.py)", re.compile(r"well_assets/odata/cache\.py")),

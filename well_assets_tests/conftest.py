@@ -65,6 +65,14 @@ def db_path(tmp_path) -> str:
 
 
 @pytest.fixture
+def store(tmp_path):
+    """A DuckDBStore on a fresh file in a directory that does not exist yet."""
+    from well_assets.storage import DuckDBStore
+
+    return DuckDBStore(tmp_path / "nested" / "dir" / "wells.duckdb", lock_timeout=5)
+
+
+@pytest.fixture
 def run_import(db_path):
     """Runs `well-assets import` in this process against a server; returns the summary.
 

@@ -18,10 +18,10 @@ from well_assets_tests.expected import expected_table, query, stored_table
 CHILD = textwrap.dedent(
     """
     import pathlib, sys, time
-    from well_assets.storage import store
+    from well_assets.storage import page_write
 
     kill_page, marker = int(sys.argv[1]), pathlib.Path(sys.argv[2])
-    original = store._insert_ledger
+    original = page_write._insert_ledger
 
     def stall(con, row):
         if row["page"] == kill_page and row["status"] == "succeeded":
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent(
             time.sleep(600)
         return original(con, row)
 
-    store._insert_ledger = stall
+    page_write._insert_ledger = stall
     from well_assets.cli import main
     sys.exit(main(sys.argv[3:]))
     """

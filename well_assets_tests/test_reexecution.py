@@ -9,7 +9,7 @@ import dagster as dg
 
 from well_assets.jobs import range_tags
 from well_assets.partitions import register_pages
-from well_assets.storage import store
+from well_assets.storage import page_write
 from well_assets_tests.expected import expected_table, query, stored_table
 from well_assets_tests.reexecution_job import import_job
 
@@ -22,7 +22,7 @@ def test_reexecute_from_failure_after_a_database_failure(demo_server, db_path, t
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
-    original = store._insert_ledger
+    original = page_write._insert_ledger
 
     def fail_page_two(con, row):  # the database fails inside page 2's transaction
         if row["page"] == 2 and row["status"] == "succeeded":
@@ -31,7 +31,7 @@ def test_reexecute_from_failure_after_a_database_failure(demo_server, db_path, t
 
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         register_pages(instance, 4)
-        monkeypatch.setattr(store, "_insert_ledger", fail_page_two)
+        monkeypatch.setattr(page_write, "_insert_ledger", fail_page_two)
         first = dg.execute_job(dg.reconstructable(import_job), instance, tags=range_tags(0, 3), raise_on_error=False)
         assert not first.success
         assert query(db_path, "select page, status from odata_page_log order by log_id") == [
@@ -40,7 +40,7 @@ def test_reexecute_from_failure_after_a_database_failure(demo_server, db_path, t
         assert error.startswith("DATABASE_ERROR") and "disk full" in error
         requests_before = server.state.stats_snapshot()["requests"]
 
-        monkeypatch.setattr(store, "_insert_ledger", original)
+        monkeypatch.setattr(page_write, "_insert_ledger", original)
         options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
         # Like the UI's "re-execute from failure", the new run keeps the parent's range tags.
         second = dg.execute_job(dg.reconstructable(import_job), instance, reexecution_options=options,

@@ -1,333 +1,27 @@
-"""DuckDBStore against real DuckDB files: counts, idempotency, rollback, ledger, locks."""
+"""DuckDBStore against real DuckDB files: the page size, connections and locks, reads.
+(The page write itself is tested in test_page_write.py.)"""
 
 import datetime as dt
 import subprocess
 import sys
 import textwrap
 import time
-from types import SimpleNamespace
 
 import duckdb
 import polars as pl
 import pytest
-from polars.testing import assert_frame_equal
 
 from well_assets import errors
 from well_assets.schema import COLUMNS
-from well_assets.validation import validate_page
 from well_assets.storage import (
     DuckDBStore,
-    PageFailure,
-    PageWrite,
     duplicate_key_count,
-    latest_page_status,
-    load_rejects,
     load_table,
-    page_log,
     schema_violation_count,
     source_identity,
     table_row_count,
 )
-from well_assets.storage import store as store_module
-
-SOURCE = "http://127.0.0.1:8000/odata/WellProduction"
-
-
-def rec(code="WELL_001", day=1, oil=1.0, gas=2.0, water=3.0):
-    return {
-        "WellCode": code,
-        "ProductionDate": str(dt.date(2023, 1, 1) + dt.timedelta(days=day - 1)),
-        "OilProduction": oil,
-        "GasProduction": gas,
-        "WaterProduction": water,
-    }
-
-
-def page_write(page, records, run_id="run-1", **kw):
-    v = validate_page(records)
-    return PageWrite(
-        page=page,
-        partition_key=f"{page:05d}",
-        run_id=run_id,
-        valid=v.valid,
-        rejects=v.rejects,
-        in_page_duplicates=v.in_page_duplicates,
-        skip=page * 1000,
-        top=1000,
-        source=SOURCE,
-        page_size=1000,
-        rows_fetched=len(records),
-        validate_seconds=v.validate_seconds,
-        **kw,
-    )
-
-
-@pytest.fixture
-def store(tmp_path):
-    return DuckDBStore(tmp_path / "nested" / "dir" / "wells.duckdb", lock_timeout=5)
-
-
-def snapshot(store):
-    with store.connection(read_only=True) as con:
-        return load_table(con), load_rejects(con), page_log(con)
-
-
-# ------------------------------------------------------------------------- counts
-
-
-def test_counts_are_exact_and_rows_land(store):
-    first = [rec(day=d, oil=d) for d in range(1, 6)]
-    with store.connection() as con:
-        counts = store.write_page(con, page_write(0, first))
-    assert (counts.new, counts.updated, counts.duplicate, counts.rejected) == (5, 0, 0, 0)
-    assert counts.db_seconds > 0
-    assert store.path.parent.is_dir()
-
-    second = [
-        rec(day=1, oil=1),  # unchanged
-        rec(day=2, oil=20),  # changed
-        rec(day=3, oil=3, water=None),  # changed (value -> NULL)
-        rec(day=6, oil=6),  # new
-        rec(day=6, oil=6),  # in-page duplicate
-        rec(day=7, oil=-1),  # rejected
-        rec(day=8, oil="n/a"),  # rejected
-    ]
-    with store.connection() as con:
-        counts = store.write_page(con, page_write(1, second, run_id="run-2"))
-        table = load_table(con)
-        ledger = page_log(con)
-    assert (counts.new, counts.updated, counts.duplicate, counts.rejected) == (1, 2, 2, 2)
-    assert table.height == 6
-    assert table.filter(pl.col("production_date") == dt.date(2023, 1, 2))["oil_production"].item() == 20.0
-    assert table.filter(pl.col("production_date") == dt.date(2023, 1, 3))["water_production"].item() is None
-    last = ledger.row(-1, named=True)
-    assert last["status"] == "succeeded"
-    assert (last["rows_new"], last["rows_updated"], last["rows_duplicate"], last["rows_rejected"]) == (1, 2, 2, 2)
-    assert last["in_page_duplicates"] == 1
-    assert last["rows_fetched"] == 7
-    assert (last["page"], last["partition_key"], last["run_id"], last["skip"], last["top"]) == (1, "00001", "run-2", 1000, 1000)
-    assert last["source"] == SOURCE and last["page_size"] == 1000
-    assert last["db_seconds"] > 0 and last["ended_at"] >= last["started_at"]
-
-
-def test_lineage_update_flows_through(store):
-    with store.connection() as con:
-        store.write_page(con, page_write(3, [rec(day=1, oil=1), rec(day=2, oil=2)], run_id="a"))
-        before = load_table(con)
-        time.sleep(0.002)
-        counts = store.write_page(con, page_write(4, [rec(day=1, oil=1.5), rec(day=2, oil=2)], run_id="b"))
-        after = load_table(con)
-    assert (counts.new, counts.updated, counts.duplicate) == (0, 1, 1)
-    changed, same = after.row(0, named=True), after.row(1, named=True)
-    assert changed["oil_production"] == 1.5
-    assert (changed["source_page"], changed["run_id"]) == (4, "b")
-    assert changed["imported_at"] == before.row(0, named=True)["imported_at"]
-    assert changed["updated_at"] > before.row(0, named=True)["updated_at"]
-    assert same == before.row(1, named=True)  # identical values: untouched, lineage included
-
-
-def test_rerun_is_idempotent(store):
-    records = [rec(day=d, oil=d) for d in range(1, 30)] + [rec(day=40, oil=-3), rec(day=41, gas="n/a")]
-    with store.connection() as con:
-        first = store.write_page(con, page_write(7, records, run_id="first"))
-    table1, rejects1, log1 = snapshot(store)
-    with store.connection() as con:
-        again = store.write_page(con, page_write(7, records, run_id="second"))
-    table2, rejects2, log2 = snapshot(store)
-
-    assert (first.new, first.rejected) == (29, 2)
-    assert (again.new, again.updated, again.duplicate, again.rejected) == (0, 0, 29, 2)
-    assert_frame_equal(table1, table2)  # values AND lineage byte-identical
-    assert rejects2.height == 2  # replaced, not duplicated
-    assert set(rejects2["run_id"]) == {"second"}
-    assert log2.height == log1.height + 1
-    with store.connection(read_only=True) as con:
-        latest = latest_page_status(con)
-    assert latest.height == 1 and latest["run_id"].item() == "second"
-
-
-# A stored key at the edge of the page's well codes, in the middle, or not in the page:
-# only a page with a key already stored may skip the plain-INSERT fast path.
-@pytest.mark.parametrize(
-    "stored, expect_new, expect_updated",
-    [
-        pytest.param([rec("WELL_002", day=1, oil=1)], 5, 0, id="other-well-fast-path"),
-        pytest.param([rec("WELL_001", day=9, oil=1)], 5, 0, id="same-well-other-day-fast-path"),
-        pytest.param([rec("WELL_001", day=1, oil=99)], 4, 1, id="lowest-key-stored"),
-        pytest.param([rec("WELL_003", day=2, oil=99)], 4, 1, id="highest-key-stored"),
-        pytest.param([rec("WELL_002", day=3, oil=99), rec("WELL_002", day=4, oil=4)], 3, 1, id="middle-keys-stored"),
-    ],
-)
-def test_new_key_fast_path_is_exact(store, stored, expect_new, expect_updated):
-    page = [rec("WELL_001", day=1, oil=1), rec("WELL_001", day=2, oil=2), rec("WELL_002", day=3, oil=3),
-            rec("WELL_002", day=4, oil=4), rec("WELL_003", day=2, oil=5)]
-    with store.connection() as con:
-        store.write_page(con, page_write(0, stored, run_id="before"))
-        # a reject too: a restarted transaction must still write everything of the page
-        counts = store.write_page(con, page_write(1, page + [rec("WELL_004", oil=-1)], run_id="after"))
-        table = load_table(con)
-        rejects = load_rejects(con)
-        ledger = page_log(con)
-    assert (counts.new, counts.updated, counts.rejected) == (expect_new, expect_updated, 1)
-    assert rejects["well_code"].to_list() == ["WELL_004"]
-    assert ledger.height == 2 and ledger.row(-1, named=True)["rows_new"] == expect_new
-    assert counts.duplicate == 5 - expect_new - expect_updated
-    assert duplicate_key_count_of(table) == 0
-    for r in page:  # every page value landed, whichever statement wrote it
-        row = table.filter(
-            (pl.col("well_code") == r["WellCode"])
-            & (pl.col("production_date") == dt.date.fromisoformat(r["ProductionDate"]))
-        ).row(0, named=True)
-        assert row["oil_production"] == r["OilProduction"]
-
-
-def duplicate_key_count_of(table: pl.DataFrame) -> int:
-    return table.height - table.unique(subset=["well_code", "production_date"]).height
-
-
-def test_fast_insert_backs_off_on_reimports_and_recovers(store):
-    fast = store._fast_insert
-    pages = [[rec("WELL_%03d" % p, day=d, oil=d) for d in range(1, 4)] for p in range(8)]
-    with store.connection() as con:
-        for i, records in enumerate(pages[:4]):
-            assert store.write_page(con, page_write(i, records)).new == 3
-        # Re-import: every page has stored keys; after each refused plain INSERT the next
-        # attempts are skipped.
-        wanted = []
-        for i, records in enumerate(pages[:4]):
-            wanted.append(fast._skip == 0)
-            counts = store.write_page(con, page_write(i, records, run_id="again"))
-            assert (counts.new, counts.duplicate) == (0, 3)
-        assert wanted == [True, False, True, False]
-        # New pages while attempts are skipped go through the upsert and still count right;
-        # the next attempt that succeeds resets the backoff.
-        for i, records in enumerate(pages[4:], start=4):
-            assert store.write_page(con, page_write(i, records)).new == 3
-        assert fast._backoff == 0 and fast._skip == 0
-        assert table_row_count(con) == 24
-
-
-def test_rows_are_never_deleted_by_a_rerun(store):
-    with store.connection() as con:
-        store.write_page(con, page_write(0, [rec(day=d) for d in range(1, 11)]))
-        # the source shifted: page 0 now holds fewer / other rows
-        store.write_page(con, page_write(0, [rec(day=d) for d in range(5, 8)]))
-        assert table_row_count(con) == 10
-
-
-def test_reject_seen_again_on_another_page_is_not_duplicated(store):
-    bad = rec(day=9, oil=-1)
-    with store.connection() as con:
-        store.write_page(con, page_write(5, [rec(day=1), bad]))
-        store.write_page(con, page_write(6, [bad, rec(day=2)]))
-        rejects = load_rejects(con)
-    assert rejects.height == 1
-    r = rejects.row(0, named=True)
-    assert r["page"] == 6
-    assert (r["column_name"], r["check_name"], r["value"]) == ("oil_production", "greater_than_or_equal_to(0)", "-1")
-    assert r["well_code"] == "WELL_001" and r["production_date"] == "2023-01-09"
-
-
-def test_empty_page_writes_a_ledger_row(store):
-    with store.connection() as con:
-        counts = store.write_page(con, page_write(12, []))
-        latest = latest_page_status(con)
-    assert (counts.new, counts.updated, counts.duplicate, counts.rejected) == (0, 0, 0, 0)
-    assert latest.row(0, named=True)["status"] == "succeeded"
-    assert latest.row(0, named=True)["rows_fetched"] == 0
-
-
-def test_column_order_of_the_frame_does_not_matter(store):
-    w = page_write(0, [rec(day=1, oil=1, gas=2, water=3)])
-    w.valid = w.valid.select(list(reversed(w.valid.columns)))
-    with store.connection() as con:
-        store.write_page(con, w)
-        row = load_table(con).row(0, named=True)
-    assert (row["oil_production"], row["gas_production"], row["water_production"]) == (1.0, 2.0, 3.0)
-
-
-# -------------------------------------------------------------------- rollback
-
-
-def test_crash_after_upsert_leaves_nothing_of_the_page(store, monkeypatch):
-    with store.connection() as con:
-        store.write_page(con, page_write(0, [rec(day=1, oil=1)]))
-    before = snapshot(store)
-
-    def boom(con, row):
-        raise RuntimeError("injected crash before commit")
-
-    monkeypatch.setattr(store_module, "_insert_ledger", boom)
-    with store.connection() as con:
-        with pytest.raises(errors.DatabaseError) as info:
-            store.write_page(con, page_write(1, [rec(day=1, oil=9), rec(day=2), rec(day=3, oil=-1)]))
-        # the connection is usable afterwards (the transaction was rolled back)
-        assert table_row_count(con) == 1
-    assert "page 1" in str(info.value) and info.value.details["page"] == 1
-    assert info.value.to_dict()["error"]["code"] == "DATABASE_ERROR"
-    after = snapshot(store)
-    for a, b in zip(before, after):
-        assert_frame_equal(a, b)
-
-
-def test_failing_reject_frame_rolls_back_the_upsert(store):
-    w = page_write(0, [rec(day=1), rec(day=2, oil=-1)])
-    w.rejects = w.rejects.drop("raw_record")  # fails after the rows were upserted
-    with store.connection() as con:
-        with pytest.raises(errors.DatabaseError, match="page 0"):
-            store.write_page(con, w)
-        assert table_row_count(con) == 0
-        assert page_log(con).height == 0
-        assert load_rejects(con).height == 0
-
-
-def test_duplicate_keys_in_valid_frame_are_refused(store):
-    w = page_write(0, [rec(day=1)])
-    w.valid = pl.concat([w.valid, w.valid])
-    with store.connection() as con:
-        with pytest.raises(errors.DatabaseError, match="duplicate keys"):
-            store.write_page(con, w)
-        assert table_row_count(con) == 0
-
-
-# ----------------------------------------------------------------- ledger
-
-
-def test_record_failure_and_latest_status(store):
-    with store.connection() as con:
-        store.write_page(con, page_write(0, [rec(day=1)]))
-        store.record_failure(
-            con,
-            PageFailure(page=1, partition_key="00001", run_id="r", error="HTTP 503 after 5 retries", skip=1000, top=1000, source=SOURCE, page_size=1000, retries=5),
-        )
-        latest = latest_page_status(con)
-        assert latest["page"].to_list() == [0, 1]
-        assert latest["status"].to_list() == ["succeeded", "failed"]
-        failed = latest.row(1, named=True)
-        assert failed["error"] == "HTTP 503 after 5 retries" and failed["retries"] == 5
-        # the retried page succeeds: its latest row is now the success, history kept
-        store.write_page(con, page_write(1, [rec(day=2)], run_id="r2"))
-        latest = latest_page_status(con)
-        assert latest["status"].to_list() == ["succeeded", "succeeded"]
-        assert page_log(con).filter(pl.col("page") == 1)["status"].to_list() == ["failed", "succeeded"]
-        assert latest_page_status(con, source="other").height == 0
-
-
-def test_page_write_build_from_fetched_page(store):
-    records = [rec(day=1), rec(day=2, oil="n/a")]
-    fetched = SimpleNamespace(
-        page=3, skip=3000, top=1000, records=records, source_count=99, bytes=1234,
-        http_seconds=0.5, throttle_seconds=0.25, retries=1, from_cache=True,
-        first_key=("WELL_001", "2023-01-01"), last_key=("WELL_001", "2023-01-02"),
-    )
-    w = PageWrite.build(fetched, validate_page(records), partition_key="00003", run_id="r", source=SOURCE, page_size=1000)
-    with store.connection() as con:
-        store.write_page(con, w)
-        row = page_log(con).row(0, named=True)
-    assert (row["page"], row["skip"], row["rows_fetched"], row["source_count"], row["bytes"]) == (3, 3000, 2, 99, 1234)
-    assert (row["fetch_seconds"], row["throttle_seconds"], row["retries"], row["cache_hit"]) == (0.5, 0.25, 1, True)
-    assert (row["first_key"], row["last_key"]) == ("WELL_001|2023-01-01", "WELL_001|2023-01-02")
-    assert (row["rows_new"], row["rows_rejected"]) == (1, 1)
+from well_assets_tests.storage_helpers import SOURCE, make_page, rec
 
 
 # -------------------------------------------------------------------- page size
@@ -421,7 +115,7 @@ def test_read_only(store, tmp_path):
         with DuckDBStore(tmp_path / "missing.duckdb").connection(read_only=True):
             pass
     with store.connection() as con:
-        store.write_page(con, page_write(0, [rec(day=1)]))
+        store.write_page(con, make_page(0, [rec(day=1)]))
     with store.connection(read_only=True) as con:
         assert table_row_count(con) == 1
         with pytest.raises(duckdb.Error):
@@ -449,7 +143,7 @@ def test_duplicate_key_count_finds_keys_stored_twice_without_a_primary_key(tmp_p
 
 def test_read_helpers(store):
     with store.connection() as con:
-        store.write_page(con, page_write(0, [rec(day=1, oil=10), rec(day=2, oil=500)]))
+        store.write_page(con, make_page(0, [rec(day=1, oil=10), rec(day=2, oil=500)]))
         table = load_table(con)
         assert table.columns[:5] == list(COLUMNS)
         assert table.columns[5:] == ["source_page", "run_id", "imported_at", "updated_at"]

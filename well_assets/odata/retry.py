@@ -1,6 +1,6 @@
 """Retry policy: which failures are transient, how long to wait, Retry-After parsing.
 
-The retry loop itself lives in client.py (built on tenacity); this module holds
+The retry loop itself lives in transport.py (built on tenacity); this module holds
 the pure decisions so they can be tested without a server.
 """
 

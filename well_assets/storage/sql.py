@@ -41,7 +41,7 @@ RETURNING imported_at = updated_at AS is_new
 # INSERT, measured 8-10 ms per 1000-row page where the upsert takes 14-19 ms at 1.5M rows
 # (DuckDB's ON CONFLICT costs more than the primary-key check of a plain insert, and grows
 # with the table). The primary key refuses it if any key is stored; the store then
-# upserts the page (store._upsert_rows).
+# upserts the page (page_write._upsert_rows).
 INSERT_NEW_PAGE = f"""
 INSERT INTO well_production ({_DATA}, source_page, run_id, imported_at, updated_at)
 SELECT {_DATA}, $page, $run_id, $now, $now FROM {PAGE_VALID_VIEW}
