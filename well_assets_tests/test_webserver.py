@@ -4,7 +4,7 @@ The stack: a DemoServer started by the test (5000 rows, page size 1000) reached 
 loopback through ODATA_BASE_URL, a temporary DAGSTER_HOME holding the project's
 dagster.yaml, the project's workspace.yaml, and a DuckDB file in tmp. Runs are launched
 over HTTP exactly as any tool would: plain httpx POSTs of GraphQL documents (the same
-documents as the curl examples in docs/operations.md), and `well-assets trigger --wait`
+documents as the curl examples in docs/operations.md), and `well-assets trigger --wait` (a grown source; a run failed by a broken page, then repaired)
 as a subprocess. The table is then opened read-only and compared row by row with the
 demo service's data.
 
@@ -392,6 +392,48 @@ def test_trigger_wait_imports_a_grown_source(stack, source, diagnose):
                           cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "no page partitions of odata_pages are registered from page 9 on" in done.stderr
+
+
+def latest_ledger(database: Path) -> dict[int, tuple[str, str | None]]:
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        rows = con.execute(
+            "select page, status, error from odata_page_log "
+            "qualify row_number() over (partition by page order by ended_at desc) = 1"
+        ).fetchall()
+    finally:
+        con.close()
+    return {page: (status, error) for page, status, error in rows}
+
+
+def test_trigger_wait_reports_a_failed_run_and_a_rerun_repairs_it(stack, source, diagnose):
+    # Page 00001 answers 400 (not retryable, so the run fails fast); pages 0 and 2 go on.
+    fault = {"kind": "status", "status": 400, "skip": [PAGE_SIZE], "code": "InjectedFault", "message": "page one is broken"}
+    httpx.put(f"{source.admin_url}/faults", json=[fault], timeout=30).raise_for_status()
+    before = table_rows(stack.database)
+    command = [str(BIN / "well-assets"), "trigger", "--url", stack.url, "--start-page", "0", "--max-pages", "3",
+               "--wait", "--timeout", str(RUN_TIMEOUT), "--json"]
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=stack.env, capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT + 60)
+    finally:
+        httpx.put(f"{source.admin_url}/faults", json=[], timeout=30).raise_for_status()
+    assert done.returncode == 1, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    out = json.loads(done.stdout)
+    assert out["status"] == "FAILURE"
+    assert out["pages"] == {"first": "00000", "last": "00002", "count": 3}
+    assert any("00001" in message for message in out["errors"]), out["errors"]
+    ledger = latest_ledger(stack.database)
+    assert ledger[0][0] == "succeeded" and ledger[2][0] == "succeeded"
+    status, error = ledger[1]
+    assert status == "failed" and "HTTP 400" in error and "InjectedFault" in error
+    assert table_rows(stack.database) == before  # nothing of the failed page, nothing lost
+
+    done = subprocess.run(command, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=RUN_TIMEOUT + 60)
+    assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert json.loads(done.stdout)["status"] == "SUCCESS"
+    assert latest_ledger(stack.database)[1][0] == "succeeded"
+    assert table_rows(stack.database) == source_rows(source)
 
 
 def test_sensor_and_schedule_are_listed_and_off_by_default(stack, diagnose):
