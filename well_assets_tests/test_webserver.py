@@ -4,8 +4,8 @@ The stack: a DemoServer started by the test (5000 rows, page size 1000) reached 
 loopback through ODATA_BASE_URL, a temporary DAGSTER_HOME holding the project's
 dagster.yaml, the project's workspace.yaml, and a DuckDB file in tmp. Runs are launched
 over HTTP exactly as any tool would: plain httpx POSTs of GraphQL documents (the same
-documents as the curl examples in docs/operations.md), and `well-assets trigger --wait` (a grown source; a run failed by a broken page, then repaired)
-as a subprocess. The table is then opened read-only and compared row by row with the
+documents as the curl examples in docs/operations.md), and `well-assets trigger --wait`
+as a subprocess (a grown source; a run failed by a broken page, then repaired). The table is then opened read-only and compared row by row with the
 demo service's data.
 
 One stack serves the module (starting it costs ~30 s on a small machine).
