@@ -2,8 +2,9 @@
 
 It counts the source, registers the page partitions, and executes `odata_import_job`
 for the requested pages in ranged runs (as many pages per run as the asset's backfill
-policy allows); the report and the checks run once, in the last of them. With DAGSTER_HOME set the runs land in that instance and show in the UI;
-otherwise a throwaway instance is used.
+policy allows); the report and the checks run once, in the last of them. With
+DAGSTER_HOME set the runs land in that instance and show in the UI; otherwise a
+throwaway instance is used.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
                 source_count = client.count()
             source = odata.source_identity()
             pages = plan_pages(source_count, request.settings.page_size, request.start_page, request.max_pages)
-            runs = [(str(uuid.uuid4()), pages[i:i + MAX_PAGES_PER_RUN]) for i in range(0, len(pages), MAX_PAGES_PER_RUN)]
+            runs = [
+                (str(uuid.uuid4()), pages[i:i + MAX_PAGES_PER_RUN]) for i in range(0, len(pages), MAX_PAGES_PER_RUN)
+            ]
             read_ahead = [_first_tasks(odata, run_id, chunk) for run_id, chunk in runs]
         # Refuse a page size other than the one the partitions were created with, before
         # anything is fetched or written.

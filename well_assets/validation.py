@@ -55,6 +55,7 @@ from well_assets.schema import (
     _run_pandera,
     empty_rejects_frame,
     empty_valid_frame,
+    has_duplicate_keys,
     rules,
 )
 
@@ -265,7 +266,7 @@ def validate_page(
     else:
         rejects, valid = empty_rejects_frame(), frame
     before = valid.height
-    if before > 1 and valid.select(KEY).is_duplicated().any():  # the check costs half of unique()
+    if has_duplicate_keys(valid):
         valid = valid.unique(subset=list(KEY), keep="first", maintain_order=True)
     return ValidatedPage(
         valid=valid,

@@ -56,8 +56,6 @@ class ODataClient:
         self.entity_url = paging.entity_set_url(config.base_url, config.entity_set)
         self._transport = Transport(config, self.log)
         self.throttle: Throttle = self._transport.throttle  # shared per source (see throttle_for)
-        self._request = self._transport.get
-        self._scrub = self._transport.scrub
 
     # -- public API ---------------------------------------------------------
 
@@ -93,7 +91,7 @@ class ODataClient:
         seen = {_canonical(url)}
         hop = empty_streak = 0
         while True:
-            payload = self._request(
+            payload = self._transport.get(
                 url, stats=stats, page=page, parse=responses.parse_collection, cacheable=True,
                 request_id=lambda a, h=hop: _request_id(self.config.run_id, f"p{page:05d}", a, h),
                 extra_headers={"Prefer": f"odata.maxpagesize={size}"},
@@ -130,7 +128,7 @@ class ODataClient:
         filt = [("$filter", cfg.filter)] if cfg.filter is not None else []
         url = f"{self.entity_url}?{paging.encode_query([('$count', 'true'), ('$top', '0'), *filt])}"
         try:
-            payload = self._request(
+            payload = self._transport.get(
                 url, stats=Stats(), page=None, parse=responses.parse_collection, cacheable=False,
                 request_id=lambda a: _request_id(cfg.run_id, "count", a, 0),
             )
@@ -143,7 +141,7 @@ class ODataClient:
                 raise
             self.log.info("count: $count=true answered HTTP %s; falling back to /$count", exc.status)
         raw_url = f"{self.entity_url}/$count" + (f"?{paging.encode_query(filt)}" if filt else "")
-        return self._request(
+        return self._transport.get(
             raw_url, stats=Stats(), page=None, parse=responses.parse_count_text, cacheable=False,
             request_id=lambda a: _request_id(cfg.run_id, "count", a, 1),
             extra_headers={"Accept": "text/plain"},
@@ -153,19 +151,21 @@ class ODataClient:
 
     def _next_url(self, url: str, link: str, page: int, hop: int, seen: set) -> str:
         nxt = paging.resolve_next_link(url, link)
+        scrub = self._transport.scrub
         if not paging.same_origin(nxt, self.entity_url):
             # Refuse before sending anything: the request would carry our credentials.
+            shown = scrub(paging.redact_url(nxt))
             raise PaginationError(
-                f"page {page}: refusing nextLink to another origin "
-                f"{self._scrub(paging.redact_url(nxt))} (service is {self._scrub(self.config.base_url)})",
-                page=page, hop=hop + 1, next_link=self._scrub(paging.redact_url(nxt)),
+                f"page {page}: refusing nextLink to another origin {shown} "
+                f"(service is {scrub(self.config.base_url)})",
+                page=page, hop=hop + 1, next_link=shown,
             )
         canonical = _canonical(nxt)
         if canonical in seen:
+            shown = scrub(paging.redact_url(nxt))
             raise PaginationError(
-                f"page {page}: nextLink loop: {self._scrub(paging.redact_url(nxt))} was already "
-                f"requested for this page", page=page, hop=hop + 1,
-                next_link=self._scrub(paging.redact_url(nxt)),
+                f"page {page}: nextLink loop: {shown} was already requested for this page",
+                page=page, hop=hop + 1, next_link=shown,
             )
         seen.add(canonical)
         return nxt

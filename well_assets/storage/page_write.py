@@ -23,7 +23,7 @@ import duckdb
 import polars as pl
 
 from well_assets import errors
-from well_assets.schema import COLUMNS, KEY, REJECT_COLUMNS
+from well_assets.schema import COLUMNS, REJECT_COLUMNS, has_duplicate_keys
 from well_assets.storage import sql
 from well_assets.storage.records import PageCounts, PageFailure, PageWrite, key_text, utc_now
 
@@ -48,7 +48,7 @@ def _refuse_duplicate_keys(frame: pl.DataFrame) -> None:
     """validate_page removes in-page duplicates; a frame that still has some is refused,
     because DuckDB's upsert would keep an arbitrary one of them. (The plain INSERT needs
     no such check: the primary key refuses duplicates within the page as well.)"""
-    if frame.height > 1 and frame.select(KEY).is_duplicated().any():
+    if has_duplicate_keys(frame):
         raise ValueError("valid rows contain duplicate keys (validate_page removes them)")
 
 
