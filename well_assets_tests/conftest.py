@@ -65,6 +65,32 @@ def db_path(tmp_path) -> str:
 
 
 @pytest.fixture
+def dagster_home(tmp_path, monkeypatch):
+    """A fresh DAGSTER_HOME (the project's dagster.yaml in a tmp directory), set in the
+    environment; returns its path."""
+    import shutil
+    from pathlib import Path
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def submitted_pages(monkeypatch) -> list[int]:
+    """The page of every fetch task sent to the page fetcher process, in order (a fetch
+    taken from the read-ahead is not sent again, so it is not listed twice)."""
+    from well_assets import fetch_worker
+
+    submitted: list[int] = []
+    real_submit = fetch_worker._submit
+    monkeypatch.setattr(fetch_worker, "_submit", lambda task: submitted.append(task.page) or real_submit(task))
+    return submitted
+
+
+@pytest.fixture
 def store(tmp_path):
     """A DuckDBStore on a fresh file in a directory that does not exist yet."""
     from well_assets.storage import DuckDBStore

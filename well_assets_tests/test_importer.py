@@ -135,18 +135,11 @@ def test_embedded_demo_service_is_used_when_no_base_url_is_set(db_path, monkeypa
     assert sources == [("http://embedded-demo/odata/WellProduction",)]
 
 
-def test_cli_runs_land_in_dagster_home_with_one_materialization_per_page(demo_server, db_path, tmp_path, monkeypatch):
-    import shutil
-    from pathlib import Path
-
+def test_cli_runs_land_in_dagster_home_with_one_materialization_per_page(demo_server, db_path, dagster_home):
     import dagster as dg
 
     from well_assets.cli import main
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
     server = demo_server(rows=1500)
     assert main(["import", "--base-url", server.base_url, "--database", db_path, "--page-size", "500"]) == 0
     with dg.DagsterInstance.get() as instance:
@@ -157,20 +150,14 @@ def test_cli_runs_land_in_dagster_home_with_one_materialization_per_page(demo_se
         assert len(runs) == 1 and runs[0].tags["dagster/asset_partition_range_end"] == "00002"
 
 
-def test_ranged_runs_write_pages_and_only_the_last_runs_report_and_checks(demo_server, db_path, tmp_path, monkeypatch):
-    import shutil
-    from pathlib import Path
-
+def test_ranged_runs_write_pages_and_only_the_last_runs_report_and_checks(demo_server, db_path, dagster_home,
+                                                                          monkeypatch):
     import dagster as dg
 
     from well_assets import importer
     from well_assets.cli import main
 
     monkeypatch.setattr(importer, "MAX_PAGES_PER_RUN", 2)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
     server = demo_server(rows=2500, bad_rows=0.01)
     assert main(["import", "--base-url", server.base_url, "--database", db_path, "--page-size", "500"]) == 0
     assert stored_table(db_path) == expected_table(server)
@@ -235,20 +222,18 @@ def test_throwaway_instance_stores_every_event_without_a_connection_per_write(mo
 
 
 @pytest.mark.parametrize("pages_per_run", [2, 500])
-def test_read_ahead_fetches_every_page_once(demo_server, run_import, db_path, monkeypatch, pages_per_run):
+def test_read_ahead_fetches_every_page_once(demo_server, run_import, db_path, submitted_pages, monkeypatch,
+                                            pages_per_run):
     # The CLI plans each run's first pages ahead (at start-up, and while the previous run's
     # events are logged); the run must take those fetches, not repeat them.
     from well_assets import fetch_worker, importer
 
     monkeypatch.setattr(importer, "MAX_PAGES_PER_RUN", pages_per_run)
-    submitted = []
-    real_submit = fetch_worker._submit
-    monkeypatch.setattr(fetch_worker, "_submit", lambda task: submitted.append(task.page) or real_submit(task))
     server = demo_server(rows=2500, bad_rows=0.01)
     server.state.stats.reset()
     summary = run_import(server, page_size=500)
     assert summary["success"] and stored_table(db_path) == expected_table(server)
-    assert sorted(submitted) == [0, 1, 2, 3, 4]  # one fetch task per page, none repeated
+    assert sorted(submitted_pages) == [0, 1, 2, 3, 4]  # one fetch task per page, none repeated
     skips = [r["skip"] for r in server.state.stats.recent_requests() if r.get("endpoint") == "collection" and r["skip"]]
     assert sorted(skips) == [500, 1000, 1500, 2000]  # every page requested once (page 0 has no $skip)
     assert not fetch_worker._read_ahead and not fetch_worker._planned

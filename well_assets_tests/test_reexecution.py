@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import dagster as dg
 
 from well_assets.jobs import range_tags
@@ -14,14 +11,11 @@ from well_assets_tests.expected import expected_table, query, stored_table
 from well_assets_tests.reexecution_job import import_job
 
 
-def test_reexecute_from_failure_after_a_database_failure(demo_server, db_path, tmp_path, monkeypatch):
+def test_reexecute_from_failure_after_a_database_failure(demo_server, db_path, dagster_home, tmp_path, monkeypatch):
     server = demo_server(rows=2000, bad_rows=0.01)
     monkeypatch.setenv("ODATA_BASE_URL", server.base_url)
     monkeypatch.setenv("ODATA_PAGE_SIZE", "500")
     monkeypatch.setenv("WELLS_DATABASE", db_path)
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
     original = page_write._insert_ledger
 
     def fail_page_two(con, row):  # the database fails inside page 2's transaction
@@ -29,7 +23,7 @@ def test_reexecute_from_failure_after_a_database_failure(demo_server, db_path, t
             raise OSError("disk full (injected)")
         return original(con, row)
 
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
+    with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
         register_pages(instance, 4)
         monkeypatch.setattr(page_write, "_insert_ledger", fail_page_two)
         first = dg.execute_job(dg.reconstructable(import_job), instance, tags=range_tags(0, 3), raise_on_error=False)

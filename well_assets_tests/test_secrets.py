@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
-
-import pytest
 
 from well_assets.cli import main
 from well_assets_tests.expected import expected_table, query
@@ -16,15 +13,6 @@ TOKEN = "s3cr3t-T0KEN-never-logged-7f1c"
 
 def _files_containing(root: Path, needle: bytes) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
-
-
-@pytest.fixture
-def dagster_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return home
 
 
 def test_token_is_used_but_stored_nowhere(demo_server, dagster_home, tmp_path, monkeypatch, capsys, caplog):

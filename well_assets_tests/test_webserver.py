@@ -30,6 +30,8 @@ import httpx
 import psutil
 import pytest
 
+from well_assets.storage import latest_page_status
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -397,13 +399,10 @@ def test_trigger_wait_imports_a_grown_source(stack, source, diagnose):
 def latest_ledger(database: Path) -> dict[int, tuple[str, str | None]]:
     con = duckdb.connect(str(database), read_only=True)
     try:
-        rows = con.execute(
-            "select page, status, error from odata_page_log "
-            "qualify row_number() over (partition by page order by ended_at desc) = 1"
-        ).fetchall()
+        latest = latest_page_status(con)
     finally:
         con.close()
-    return {page: (status, error) for page, status, error in rows}
+    return {row["page"]: (row["status"], row["error"]) for row in latest.iter_rows(named=True)}
 
 
 def test_trigger_wait_reports_a_failed_run_and_a_rerun_repairs_it(stack, source, diagnose):
