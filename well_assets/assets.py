@@ -85,9 +85,9 @@ def well_production(
 def page_stream(
     odata: ODataResource, run_id: str, root_run_id: str, pages: list[tuple[int, str]], config: ImportConfig
 ) -> PageStream:
-    """The pages of one run as a PageStream. The CLI builds the same stream for a run it is
-    about to launch, to read its first pages ahead (equal tasks are one fetch)."""
+    """The pages of one run as a PageStream, fetched by the resource's page fetcher."""
     return PageStream(
+        fetcher=odata.page_fetcher(),
         client_config=odata.client_config(run_id=run_id[:8], cache_namespace=root_run_id),
         pages=pages,
         page_size=odata.page_size,

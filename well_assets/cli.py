@@ -61,9 +61,6 @@ def _import(args) -> int:
         max_pages = whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None
     except WellAssetsError as exc:
         return fail(exc, args.json, EXIT_USAGE)
-    from well_assets import fetch_worker
-
-    fetch_worker.prewarm()  # the page fetcher's imports overlap Dagster's below
     from well_assets.importer import ImportRequest, run_import
 
     request = ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages)
@@ -75,8 +72,6 @@ def _import(args) -> int:
         summary = run_import(request, progress_bar=show_progress)
     except WellAssetsError as exc:
         return fail(exc, args.json, EXIT_FAILED)
-    finally:
-        fetch_worker.shutdown()
     from well_assets import report
 
     if args.json:

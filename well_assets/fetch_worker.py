@@ -1,27 +1,33 @@
-"""The page fetcher's own process: fetch one page (HTTP, JSON, paging, retries, throttle,
-response cache) and validate it (Polars, Pandera), then hand the frames back.
+"""The page fetcher: a process of its own that fetches one page (HTTP, JSON, paging,
+retries, throttle, response cache) and validates it (Polars, Pandera), then hands the
+frames back.
 
 Why a process and not a thread: decoding JSON, building the frame and running Pandera hold
 the GIL for 15-20 ms per page. In a thread next to the writer they stalled its DuckDB
-statements, which need the GIL back between calls (measured: writing a page takes 15 ms
-alone and 32 ms next to a busy prefetch thread). In a process of its own this stage runs on
-the other core and the writer never waits for it.
+statements, which need the GIL back between calls. In a process of its own this stage runs
+on the other core and the writer never waits for it.
 
-One worker per importing process, kept for the process's life: so one HTTP connection pool,
-one throttle (politeness is per source, not per run) and one sequential stream of requests.
-``prewarm()`` starts it early so that its imports (Polars, Pandera, httpx: no Dagster)
-overlap the caller's own start-up. The worker's log records travel back with each page and
-are re-emitted under the same logger names here, so Dagster captures them as before.
+Who owns it: whoever opens a ``PageFetcher`` (a context manager) closes it, and closing
+stops the process, waiting a little for a page in flight and then terminating it. In
+Dagster that owner is the ``ODataResource`` of a step (its teardown closes the fetcher),
+so the process never outlives the step, the run or the command that started it. Nothing
+here is module-global in the calling process, and nothing is left for ``atexit`` (which a
+multiprocessing child, such as a Dagster step worker, never runs). Belt and braces: the
+process is a daemon (a multiprocessing parent terminates it at exit instead of waiting for
+it), and it exits on its own when its parent goes away (its end of the pipe closes).
+
+The worker's log records travel back with each page and are re-emitted under the same
+logger names in the caller, so Dagster captures them as if they were logged there.
 
 Nothing here imports Dagster or DuckDB: the worker stays small and quick to start.
 """
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures as cf
 import gc
 import importlib
+import itertools
 import logging
 import multiprocessing
 import os
@@ -34,15 +40,18 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from well_assets.errors import WellAssetsError
 
-if TYPE_CHECKING:  # imported lazily: prewarm() must cost the caller nothing
+if TYPE_CHECKING:  # imported lazily: the caller's start-up must not pay for them
     from well_assets.odata import ClientConfig, ODataClient, PageResult
     from well_assets.schema import ValidatedPage, ValidationSettings
 
+log = logging.getLogger(__name__)
+
 _MAX_CLIENTS = 4  # one per run group in flight; older ones are closed
+STOP_GRACE_SECONDS = 2.0  # how long close() lets a page in flight finish before terminating
 
 
 @dataclass(frozen=True)
@@ -77,30 +86,174 @@ class PageItem:
         return self.error is not None
 
 
+class FetcherClosed(WellAssetsError):
+    """The page fetcher was closed or its process died before the page came back."""
+
+    code = "EXTERNAL_API_ERROR"
+
+
 # -------------------------------------------------------------- in the calling process
 
-_lock = threading.Lock()
-_executor: cf.ProcessPoolExecutor | None = None
 
+class PageFetcher:
+    """Fetches and validates pages in a process of its own; use it as a context manager.
 
-def _pool() -> cf.ProcessPoolExecutor:
-    global _executor
-    with _lock:
-        if _executor is None:
+    ``submit(task)`` returns a future of the page's ``PageItem`` (a page's own errors are
+    inside the item; the future fails only when the fetcher is closed or its process
+    died). ``outcome(future)`` waits for it and re-emits the worker's log lines here.
+    ``in_thread=True`` runs the same code in a thread of this process instead (for a
+    machine that cannot start processes, and for tests that need no second process).
+    """
+
+    def __init__(self, *, in_thread: bool = False, name: str = "well-assets-page-fetcher") -> None:
+        self.name = name
+        self._in_thread = in_thread
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, cf.Future] = {}
+        self._ids = itertools.count()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Any = None
+        self._reader: threading.Thread | None = None
+        self._threads: cf.ThreadPoolExecutor | None = None
+        self._closed = False
+        self._peak_rss_mb = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> PageFetcher:
+        """Start the process now (its imports overlap whatever the caller does next)."""
+        with self._lock:
+            if self._closed:
+                raise FetcherClosed("the page fetcher is closed")
+            if self._process is not None or self._threads is not None:
+                return self
+            if not self._in_thread:
+                try:
+                    self._start_process()
+                    return self
+                except OSError as exc:
+                    # Some locked-down containers cannot start processes: fetch in a thread.
+                    # Correct, only slower (the GIL is shared with the writer).
+                    log.warning("page fetcher process unavailable (%s); fetching pages in a thread instead", exc)
+            self._threads = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+        return self
+
+    def _start_process(self) -> None:
+        # spawn, not fork: the caller holds threads and locks (Dagster, uvicorn, DuckDB).
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe(duplex=True)
+        process = context.Process(target=_serve, args=(child,), name=self.name, daemon=True)
+        try:
+            with _without_main():
+                process.start()
+        finally:
+            child.close()
+        self._process, self._conn = process, parent
+        self._reader = threading.Thread(target=self._read, name=f"{self.name}-reader", daemon=True)
+        self._reader.start()
+
+    def close(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop the fetcher: pages not yet back fail with FetcherClosed; a page in flight
+        gets ``grace`` seconds, then the process is terminated. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            process, conn, reader, threads = self._process, self._conn, self._reader, self._threads
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)
+        if process is not None:
             try:
-                # spawn, not fork: the caller may hold threads and locks (Dagster, uvicorn).
-                executor = cf.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-                with _without_main():
-                    executor.submit(_ready)  # start the process (and its imports) now
-            except (OSError, NotImplementedError) as exc:
-                # No process-shared semaphores here (some locked-down containers): fetch in a
-                # thread instead. Correct, only slower (the GIL is shared with the writer).
-                logging.getLogger(__name__).warning(
-                    "page fetcher process unavailable (%s); fetching pages in a thread instead", exc
-                )
-                executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-fetcher")
-            _executor = executor
-        return _executor
+                with self._send_lock:
+                    conn.send(None)  # ask the worker to stop after the page in hand
+            except (OSError, ValueError):
+                pass  # already gone
+            process.join(grace)
+            if process.is_alive():
+                process.terminate()
+                process.join(grace)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            conn.close()
+            if reader is not None:
+                reader.join(grace)
+        self._fail_pending(FetcherClosed("the page fetcher was closed before the page came back"))
+
+    def __enter__(self) -> PageFetcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's pid (None in thread mode or before start)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def peak_rss_mb(self) -> float:
+        """The worker's peak RSS as last reported (0 before it served a page or in a thread)."""
+        return self._peak_rss_mb
+
+    # -- pages --------------------------------------------------------------------
+
+    def submit(self, task: PageTask) -> cf.Future:
+        """Queue one page; the future yields its PageItem (see ``outcome``)."""
+        self.start()
+        if self._threads is not None:
+            return self._threads.submit(run_page, task)
+        future: cf.Future = cf.Future()
+        task_id = next(self._ids)
+        with self._lock:
+            if self._closed:
+                raise FetcherClosed("the page fetcher is closed")
+            self._pending[task_id] = future
+        try:
+            with self._send_lock:
+                self._conn.send((task_id, task))
+        except (OSError, ValueError) as exc:
+            self._pending.pop(task_id, None)
+            raise FetcherClosed(f"the page fetcher process is gone ({exc}); re-run the failed pages") from None
+        return future
+
+    def outcome(self, future: cf.Future) -> PageItem:
+        """Wait for a page; its worker's log records are re-emitted here first."""
+        item: PageItem = future.result()
+        self._peak_rss_mb = max(self._peak_rss_mb, item.worker_peak_rss_mb)
+        for record in item.log_records:
+            logger = logging.getLogger(record.name)
+            if logger.isEnabledFor(record.levelno):
+                logger.handle(record)
+        item.log_records = []
+        return item
+
+    def _read(self) -> None:
+        """Reader thread: completes the futures as the worker's answers arrive."""
+        conn = self._conn
+        while True:
+            try:
+                task_id, item = conn.recv()
+            except (EOFError, OSError, ValueError):
+                break
+            future = self._pending.pop(task_id, None)
+            if future is not None and future.set_running_or_notify_cancel():
+                future.set_result(item)
+        if self._closed:
+            error = FetcherClosed("the page fetcher was closed before the page came back")
+        else:
+            exit_code = self._process.exitcode if self._process is not None else None
+            error = FetcherClosed(f"the page fetcher process ended (exit code {exit_code}) before the page "
+                                  "came back; re-run the failed pages")
+        self._fail_pending(error)
+
+    def _fail_pending(self, error: Exception) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if future.set_running_or_notify_cancel():
+                future.set_exception(error)
 
 
 @contextmanager
@@ -117,129 +270,41 @@ def _without_main() -> Iterator[None]:
             sys.modules["__main__"] = saved
 
 
-def prewarm() -> None:
-    """Start the worker now, so it is ready when the first page is wanted."""
-    _pool()
-
-
-# Read-ahead across runs: a caller that knows which pages come next (the CLI knows the
-# next ranged run's pages and run id) plans them; they are queued when the worker would
-# otherwise idle (at start-up, and while Dagster logs a finished run's events), and the
-# run that asks for the same task later gets the future that is already done.
-READ_AHEAD_PAGES = 128  # ~70 KB of frames each; enough to cover a run's event logging
-_planned: list[PageTask] = []
-_read_ahead: dict[PageTask, cf.Future] = {}
-
-
-def plan_read_ahead(tasks: list[PageTask]) -> None:
-    """The tasks to queue at the next ``start_read_ahead()`` (replaces the previous plan;
-    at most READ_AHEAD_PAGES are kept)."""
-    _planned[:] = tasks[:READ_AHEAD_PAGES]
-
-
-def start_read_ahead() -> None:
-    """Queue the planned tasks now (the worker has nothing else to do)."""
-    tasks, _planned[:] = list(_planned), []
-    for task in tasks:
-        if task not in _read_ahead:
-            _read_ahead[task] = _submit(task)
-
-
-def drop_read_ahead() -> None:
-    """Forget planned and queued read-ahead that no run asked for (results are dropped)."""
-    _planned.clear()
-    while _read_ahead:
-        _read_ahead.popitem()[1].cancel()
-
-
-def submit(task: PageTask) -> cf.Future:
-    """Queue one page, or take its read-ahead future; the future yields a PageItem (errors
-    of the page inside it)."""
-    future = _read_ahead.pop(task, None)
-    return future if future is not None else _submit(task)
-
-
-def _submit(task: PageTask) -> cf.Future:
-    executor = _pool()
-    try:
-        future = executor.submit(run_page, task)
-    except cf.process.BrokenProcessPool:
-        _discard(executor)
-        executor = _pool()
-        future = executor.submit(run_page, task)
-    future.wa_executor = executor  # so a failure discards this pool, not a newer one
-    return future
-
-
-def outcome(future: cf.Future) -> PageItem:
-    """The page's outcome, its worker's log records re-emitted here first."""
-    try:
-        result: PageItem = future.result()
-    except cf.process.BrokenProcessPool as exc:
-        _discard(getattr(future, "wa_executor", None))
-        raise WellAssetsError(f"the page fetcher process died ({exc}); re-run the failed pages") from None
-    _note_peak(result.worker_peak_rss_mb)
-    for record in result.log_records:
-        logger = logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
-    result.log_records = []
-    return result
-
-
-_last_peak_mb = 0.0
-
-
-def worker_peak_rss_mb() -> float:
-    """The worker's peak RSS as last reported (0 before it served a page)."""
-    return _last_peak_mb
-
-
-def _note_peak(mb: float) -> None:
-    global _last_peak_mb
-    _last_peak_mb = max(_last_peak_mb, mb)
-
-
-def shutdown() -> None:
-    """Stop the worker (it is restarted on next use)."""
-    _discard(_executor)
-
-
-# Stopped before the interpreter tears modules down (a pool collected later logs noise).
-atexit.register(shutdown)
-
-
-def _discard(executor: cf.ProcessPoolExecutor | None) -> None:
-    global _executor
-    if executor is None:
-        return
-    with _lock:
-        if _executor is executor:
-            _executor = None
-    executor.shutdown(wait=True, cancel_futures=True)  # quick: the worker is idle or dead
-
-
 # ------------------------------------------------------------------ in the worker
 
-_clients: OrderedDict = OrderedDict()  # ClientConfig -> open ODataClient
-
-
+_clients: OrderedDict = OrderedDict()  # ClientConfig -> open ODataClient (worker process only)
 _IN_WORKER = False  # set in the worker process only
 
 
-def _ready() -> bool:
+def _serve(conn: Any) -> None:
+    """The worker process: pages in, PageItems out, until told to stop or orphaned."""
     global _IN_WORKER
     _IN_WORKER = True
-    # The worker's imports, done before page one.
     importlib.import_module("well_assets.odata")
     importlib.import_module("well_assets.validation")
     from well_assets.schema import use_in_memory_engine_for_process
 
     use_in_memory_engine_for_process()  # this process only validates
-    # Imports done: keep their objects out of every collection, the one at exit included
-    # (which otherwise makes stopping the worker take ~0.3 s).
+    # Imports done: keep their objects out of every collection, the one at exit included.
     gc.freeze()
-    return True
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone: nobody wants the pages any more
+            if message is None:
+                break
+            task_id, task = message
+            item = run_page(task)
+            try:
+                conn.send((task_id, item))
+            except (OSError, ValueError):
+                break
+    finally:
+        while _clients:
+            _clients.popitem()[1].close()
+        conn.close()
 
 
 class _Capture(logging.Handler):
@@ -271,7 +336,7 @@ def _client(config: ClientConfig, logger: logging.Logger) -> ODataClient:
 
 
 def run_page(task: PageTask) -> PageItem:
-    """Fetch and validate one page (runs in the worker)."""
+    """Fetch and validate one page (in the worker, or in a thread in thread mode)."""
     from well_assets.validation import validate_page
 
     logger = logging.getLogger(task.logger_name)
@@ -287,7 +352,13 @@ def run_page(task: PageTask) -> PageItem:
     began = time.perf_counter()
     try:
         try:
-            out.result = _client(task.config, logger).fetch_page(task.page)
+            if _IN_WORKER:
+                out.result = _client(task.config, logger).fetch_page(task.page)
+            else:  # a thread of the caller: a client of its own, closed with the page
+                from well_assets.odata import ODataClient
+
+                with ODataClient(task.config, logger=logger) as client:
+                    out.result = client.fetch_page(task.page)
         except WellAssetsError as exc:
             out.error = exc
         out.fetch_wall_seconds = time.perf_counter() - began

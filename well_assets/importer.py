@@ -12,19 +12,18 @@ from __future__ import annotations
 import os
 import resource
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
 import dagster as dg
 
-from well_assets import fetch_worker, progress, report
-from well_assets.assets import MAX_PAGES_PER_RUN, ImportConfig, page_stream, well_production
+from well_assets import progress, report
+from well_assets.assets import MAX_PAGES_PER_RUN, well_production
 from well_assets.definitions import build_definitions
 from well_assets.errors import PaginationError, WellAssetsError
 from well_assets.jobs import range_tags
-from well_assets.partitions import page_count, page_key, register_pages
+from well_assets.partitions import page_count, register_pages
 from well_assets.settings import Settings
 
 _SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
@@ -105,18 +104,16 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
     from well_assets.console import ProgressDisplay
 
     with _instance() as instance:
-        # Outside a run, resolve the resource's config ourselves (EnvVar secrets included),
+        # Outside a run, open the resource ourselves (EnvVar secrets resolved, the bundled
+        # demo service started when no URL is set and stopped on leaving the block),
         # against the run's instance rather than a throwaway one (0.2 s).
         with dg.build_resources({"odata": defs.resources["odata"]}, instance=instance) as resources:
             odata = resources.odata
             with odata.client(run_id="cli") as client:
                 source_count = client.count()
             source = odata.source_identity()
-            pages = plan_pages(source_count, request.settings.page_size, request.start_page, request.max_pages)
-            runs = [
-                (str(uuid.uuid4()), pages[i:i + MAX_PAGES_PER_RUN]) for i in range(0, len(pages), MAX_PAGES_PER_RUN)
-            ]
-            read_ahead = [_first_tasks(odata, run_id, chunk) for run_id, chunk in runs]
+        pages = plan_pages(source_count, request.settings.page_size, request.start_page, request.max_pages)
+        runs = [pages[i:i + MAX_PAGES_PER_RUN] for i in range(0, len(pages), MAX_PAGES_PER_RUN)]
         # Refuse a page size other than the one the partitions were created with, before
         # anything is fetched or written.
         with store.connection() as con:  # a read-write connection creates the tables
@@ -124,19 +121,13 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
         display = ProgressDisplay(total_pages=len(pages), enabled=progress_bar)
         progress.subscribe(display)
         try:
-            if runs:  # the worker fetches the first pages while Dagster starts the run
-                fetch_worker.plan_read_ahead(read_ahead[0])
-                fetch_worker.start_read_ahead()
             with display:
                 register_pages(instance, page_count(source_count, request.settings.page_size))
                 page_job = pages_only_job(job) if len(runs) > 1 else job
-                for i, (run_id, chunk) in enumerate(runs):
+                for i, chunk in enumerate(runs):
                     last_run = i == len(runs) - 1
-                    # read while this run's events are logged (see PageStream.__iter__)
-                    fetch_worker.plan_read_ahead([] if last_run else read_ahead[i + 1])
                     result = (job if last_run else page_job).execute_in_process(
                         instance=instance,
-                        run_id=run_id,
                         tags={**range_tags(chunk[0], chunk[-1]), "well_assets/trigger": "cli"},
                         run_config=QUIET_LOGGERS,
                         raise_on_error=False,
@@ -144,7 +135,6 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
                     if not result.success:
                         run_errors.extend(_step_errors(result))
         finally:
-            fetch_worker.drop_read_ahead()
             progress.unsubscribe(display)
     with store.connection(read_only=True, lean=True) as con:
         summary = report.summary_from_store(
@@ -152,9 +142,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
             total_pages=len(pages),
             pages=pages,
             wall_seconds=time.perf_counter() - began,
-            # this process plus the page fetcher's worker process (peaks of each)
-            memory_usage_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            + fetch_worker.worker_peak_rss_mb(),
+            memory_usage_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
     recorded = summary["data"]["pagination_summary"]["processed_pages"] + summary["data"]["pagination_summary"]["failed_pages"]
     if run_errors and (summary["success"] or recorded < len(pages)):
@@ -162,13 +150,6 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
         # no ledger row explains it, so report the run's own error.
         raise RunFailed(run_errors)
     return summary
-
-
-def _first_tasks(odata, run_id: str, pages: list[int]) -> list[fetch_worker.PageTask]:
-    """The fetch tasks the run ``run_id`` will submit first: the same stream the asset
-    builds (a fresh run is its own root run, and takes the default ImportConfig)."""
-    first = [(page, page_key(page)) for page in pages[: fetch_worker.READ_AHEAD_PAGES]]
-    return page_stream(odata, run_id, run_id, first, ImportConfig()).tasks()
 
 
 def pages_only_job(job: dg.JobDefinition) -> dg.JobDefinition:

@@ -1,10 +1,10 @@
 """PageStream: the pages of one run, fetched ahead and validated one at a time.
 
 The asset returns a PageStream instead of a frame so that a run covering hundreds of
-pages never holds more than a few of them: the page fetcher's worker process
-(``fetch_worker``) fetches and validates the next pages (``prefetch`` fetches queued, at
-most ``fetch_worker.READ_AHEAD_PAGES`` pages held) while the consumer commits page k.
-That overlap is where a large import wins its time.
+pages never holds more than a few of them: the page fetcher's process
+(``fetch_worker.PageFetcher``, owned by the step's OData resource) fetches and validates
+the next pages (``prefetch`` fetches queued, at most ``MAX_HELD_PAGES`` pages held) while
+the consumer commits page k. That overlap is where a large import wins its time.
 
 A page that fails to fetch or has the wrong shape does not stop the stream: it comes out
 as a PageItem carrying the error, so the consumer can record it and go on.
@@ -18,18 +18,23 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from well_assets import fetch_worker
-from well_assets.fetch_worker import PageItem
+from well_assets.fetch_worker import PageFetcher, PageItem
 from well_assets.odata import ClientConfig
 from well_assets.schema import ValidationSettings
 
 __all__ = ["PageItem", "PageStream"]  # PageItem is built by the page fetcher
 
+# Fetched pages a stream may hold while the writer is busy (~70 KB of frames each): the
+# fetcher keeps working through a slow write instead of idling.
+MAX_HELD_PAGES = 32
+
 
 @dataclass
 class PageStream:
-    """Lazily fetches and validates the given pages in ascending order, in the page
-    fetcher's worker process, with the OData client ``client_config`` describes."""
+    """Lazily fetches and validates the given pages in ascending order with ``fetcher``,
+    with the OData client ``client_config`` describes."""
 
+    fetcher: PageFetcher
     client_config: ClientConfig
     pages: list[tuple[int, str]]
     page_size: int
@@ -63,27 +68,24 @@ class PageStream:
     def __iter__(self) -> Iterator[PageItem]:
         todo = iter(self.tasks())
         in_flight: deque = deque()
-        most = max(self.prefetch, fetch_worker.READ_AHEAD_PAGES)
+        most = max(self.prefetch, MAX_HELD_PAGES)
 
         def top_up() -> None:
             # Keep `prefetch` fetches queued or running, however many pages are already
-            # fetched and waiting (read ahead, or a worker faster than the writer): the
-            # worker never idles while pages remain, and at most `most` pages are held.
+            # fetched and waiting (a fetcher faster than the writer): the fetcher never
+            # idles while pages remain, and at most `most` pages are held.
             while len(in_flight) < most and sum(not f.done() for f in in_flight) < max(1, self.prefetch):
                 task = next(todo, None)
                 if task is None:
                     return
-                in_flight.append(fetch_worker.submit(task))
+                in_flight.append(self.fetcher.submit(task))
 
         top_up()
         try:
             while in_flight:
-                item = fetch_worker.outcome(in_flight.popleft())
-                top_up()  # keep the worker busy while this page is written
+                item = self.fetcher.outcome(in_flight.popleft())
+                top_up()  # keep the fetcher busy while this page is written
                 yield item
-            # Every page is committed; while Dagster logs them, the worker reads ahead
-            # whatever the caller planned (the next run's first pages).
-            fetch_worker.start_read_ahead()
         finally:
             for future in in_flight:  # the consumer stopped early: drop what is queued
                 future.cancel()

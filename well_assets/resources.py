@@ -2,6 +2,12 @@
 
 These are thin typed configuration layers. The HTTP work lives in ``well_assets.odata``
 (which knows nothing of Dagster) and the SQL in ``well_assets.storage``.
+
+The OData resource owns what it starts, for as long as Dagster holds it open (a step, a
+sensor or schedule evaluation, ``dg.build_resources`` in the CLI): the bundled demo
+service when no ``base_url`` is set, and the page fetcher process when a step asks for
+it. Its teardown stops both, on every executor and in every process, so nothing outlives
+the step, tick or command that needed it.
 """
 
 from __future__ import annotations
@@ -11,15 +17,16 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from well_assets import settings
 from well_assets.odata import ClientConfig, ODataClient
 from well_assets import storage
 from well_assets.errors import ConfigError
+from well_assets.fetch_worker import PageFetcher
 from well_assets.storage import DuckDBStore
 from well_assets.storage.io_manager import WellsDuckDBIOManager
 
@@ -27,8 +34,9 @@ from well_assets.storage.io_manager import WellsDuckDBIOManager
 class ODataResource(dg.ConfigurableResource):
     """An OData v4 entity set, read page by page with retries, throttling and a cache.
 
-    Leave ``base_url`` empty to use the bundled demo service (started in-process).
-    Credentials come from ``dg.EnvVar`` and never reach logs, metadata or storage.
+    Leave ``base_url`` empty to use the bundled demo service, started on a free loopback
+    port while the resource is open. Credentials come from ``dg.EnvVar`` and never reach
+    logs, metadata or storage.
     """
 
     base_url: str | None = Field(default=None, description="Service root; empty: bundled demo service.")
@@ -50,13 +58,53 @@ class ODataResource(dg.ConfigurableResource):
     max_retry_after: float = Field(default=120.0, description="Longest Retry-After honoured before failing fast.")
     cache_dir: str | None = Field(default=None, description="Directory for the response cache; empty: off.")
     cache_ttl_seconds: float = Field(default=3600.0, description="Response cache time-to-live.")
+    demo_rows: int = Field(default=150_000, description="Rows of the bundled demo service (no base_url only).")
+    demo_bad_rows: float = Field(default=0.001, description="Share of salted bad rows of the bundled demo service.")
+
+    _embedded: Any = PrivateAttr(default=None)  # the bundled demo service while open
+    _fetcher: PageFetcher | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if not self.base_url:
+            from well_assets.demo_service import DemoServer, DemoServiceConfig
+
+            self._embedded = DemoServer(DemoServiceConfig(rows=self.demo_rows, bad_rows=self.demo_bad_rows)).start()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        fetcher, self._fetcher = self._fetcher, None
+        embedded, self._embedded = self._embedded, None
+        try:
+            if fetcher is not None:
+                fetcher.close()
+        finally:
+            if embedded is not None:
+                embedded.stop()
+
+    def page_fetcher(self) -> PageFetcher:
+        """The page fetcher process of this resource (started on first use, stopped at teardown)."""
+        if self._fetcher is None:
+            self._fetcher = PageFetcher().start()
+        return self._fetcher
+
+    @property
+    def service_url(self) -> str:
+        """The service root requests go to: ``base_url``, or the bundled demo service's."""
+        if self.base_url:
+            return settings.validate_base_url(self.base_url)
+        if self._embedded is None:
+            raise ConfigError(
+                "ODATA_BASE_URL", None,
+                "a service URL, or an open resource (a Dagster step or tick, or dg.build_resources) "
+                "that starts the bundled demo service",
+            )
+        return self._embedded.base_url
 
     def client_config(self, run_id: str = "local", cache_namespace: str | None = None) -> ClientConfig:
         # The cache serves retries within one run group only (namespace = root run id):
         # a later import must see the source as it is now, not as it was.
         cache_dir = self.run_cache_dir(cache_namespace) if cache_namespace else None
         config = ClientConfig(
-            base_url=settings.resolve_base_url(self.base_url),
+            base_url=self.service_url,
             entity_set=self.entity_set,
             page_size=self.page_size,
             orderby=self.orderby,
@@ -100,8 +148,10 @@ class ODataResource(dg.ConfigurableResource):
         return removed
 
     def source_identity(self) -> str:
-        """Names the source without credentials: it keys the recorded page size."""
-        return source_identity(settings.resolve_base_url(self.base_url), self.entity_set, self.filter)
+        """Names the source without credentials: it keys the recorded page size. The bundled
+        demo service gets a new port every time it starts; it is the same source."""
+        base_url = self.base_url or EMBEDDED_SOURCE_URL
+        return storage.source_identity(settings.validate_base_url(base_url), self.entity_set, self.filter)
 
     @contextmanager
     def client(self, run_id: str = "local", logger=None, cache_namespace: str | None = None) -> Iterator[ODataClient]:
@@ -109,11 +159,7 @@ class ODataResource(dg.ConfigurableResource):
             yield client
 
 
-def source_identity(base_url: str, entity_set: str, odata_filter: str | None) -> str:
-    # The embedded demo service gets a new port in every process; it is the same source.
-    if settings.is_embedded(base_url):
-        base_url = "http://embedded-demo/odata"
-    return storage.source_identity(base_url, entity_set, odata_filter)
+EMBEDDED_SOURCE_URL = "http://embedded-demo/odata"
 
 
 class WellsDatabase(dg.ConfigurableResource):
@@ -132,16 +178,17 @@ def _secret(name: str):
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def _number(name: str, default: float) -> float:
+def _number(name: str, default: float, *, whole: bool = False, most: float | None = None) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
+    allowed = ("a whole number" if whole else "a number") + " >= 0" + (f" and <= {most:g}" if most is not None else "")
     try:
-        value = float(raw)
+        value = int(raw) if whole else float(raw)
     except ValueError:
-        raise ConfigError(name, raw, "a number >= 0") from None
-    if value < 0:
-        raise ConfigError(name, raw, "a number >= 0")
+        raise ConfigError(name, raw, allowed) from None
+    if value < 0 or (most is not None and value > most):
+        raise ConfigError(name, raw, allowed)
     return value
 
 
@@ -164,6 +211,8 @@ def resources_from_env(env_settings: settings.Settings | None = None) -> dict:
         max_retry_after=_number("ODATA_MAX_RETRY_AFTER", 120.0),
         read_timeout=_number("ODATA_TIMEOUT", 60.0),
         cache_dir=cache_dir or None,
+        demo_rows=int(_number("WELL_ASSETS_DEMO_ROWS", 150_000, whole=True)),
+        demo_bad_rows=_number("WELL_ASSETS_DEMO_BAD_ROWS", 0.001, most=0.5),
     )
     return {
         "odata": odata,

@@ -79,15 +79,12 @@ def dagster_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def submitted_pages(monkeypatch) -> list[int]:
-    """The page of every fetch task sent to the page fetcher process, in order (a fetch
-    taken from the read-ahead is not sent again, so it is not listed twice)."""
-    from well_assets import fetch_worker
+def page_fetcher():
+    """A started PageFetcher (its own process), closed after the test."""
+    from well_assets.fetch_worker import PageFetcher
 
-    submitted: list[int] = []
-    real_submit = fetch_worker._submit
-    monkeypatch.setattr(fetch_worker, "_submit", lambda task: submitted.append(task.page) or real_submit(task))
-    return submitted
+    with PageFetcher() as fetcher:
+        yield fetcher
 
 
 @pytest.fixture

@@ -24,13 +24,13 @@ def keys(first: int, last: int) -> list[str]:
 def evaluate(instance, base_url: str, tmp_path, when: dt.datetime | None = None):
     defs = build_definitions(Settings(base_url=base_url, entity_set="WellProduction", page_size=1000,
                                       filter=None, database=str(tmp_path / "wells.duckdb")))
-    context = dg.build_schedule_context(
+    with dg.build_schedule_context(
         instance=instance,
         scheduled_execution_time=when or dt.datetime(2026, 1, 2, 2, 0, tzinfo=dt.timezone.utc),
         repository_def=defs.get_repository_def(),
         resources=defs.resources,
-    )
-    return odata_nightly_refresh(context)
+    ) as context:  # the resources are open for the evaluation, as in the code server
+        return odata_nightly_refresh(context)
 
 
 @pytest.fixture
@@ -54,10 +54,10 @@ def test_evaluate_tick_as_the_daemon_does(instance, demo_server, tmp_path):
     source = demo_server(rows=2500, days_per_well=500)  # 3 pages, tail = all of them
     defs = build_definitions(Settings(base_url=source.base_url, entity_set="WellProduction", page_size=1000,
                                       filter=None, database=str(tmp_path / "wells.duckdb")))
-    context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
-                                        resources=defs.resources,
-                                        scheduled_execution_time=dt.datetime(2026, 1, 3, 2, tzinfo=dt.timezone.utc))
-    data = odata_nightly_refresh.evaluate_tick(context)
+    with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                   resources=defs.resources,
+                                   scheduled_execution_time=dt.datetime(2026, 1, 3, 2, tzinfo=dt.timezone.utc)) as context:
+        data = odata_nightly_refresh.evaluate_tick(context)
     [request] = data.run_requests
     assert (request.tags[START], request.tags[END]) == ("00000", "00002")
     assert request.job_name in (None, "odata_import_job")

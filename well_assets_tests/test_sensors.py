@@ -49,8 +49,8 @@ def context_for(instance, defs, cursor):
 
 def tick(instance, defs, cursor):
     """One evaluation, then what the daemon does with it; returns (result, new cursor)."""
-    context = context_for(instance, defs, cursor)
-    result = odata_page_sensor(context)
+    with context_for(instance, defs, cursor) as context:  # resources open for the tick, as in the code server
+        result = odata_page_sensor(context)
     if isinstance(result, dg.SensorResult):
         for request in result.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -224,9 +224,8 @@ def test_run_keys_make_a_lost_cursor_harmless(instance, source, tmp_path):
     """If the daemon lost the cursor update, the repeated tick has the same run key,
     so Dagster drops the repeat instead of importing the pages again."""
     defs = definitions(source.base_url, tmp_path)
-    context = context_for(instance, defs, None)
-    again = context_for(instance, defs, None)
-    assert odata_page_sensor(context).run_requests[0].run_key == odata_page_sensor(again).run_requests[0].run_key
+    with context_for(instance, defs, None) as context, context_for(instance, defs, None) as again:
+        assert odata_page_sensor(context).run_requests[0].run_key == odata_page_sensor(again).run_requests[0].run_key
 
 
 def test_partition_definition_name():
@@ -236,7 +235,7 @@ def test_partition_definition_name():
 def test_invalid_settings_are_reported_as_such(instance):
     from well_assets.resources import ODataResource
 
-    context = dg.build_sensor_context(instance=instance, resources={"odata": ODataResource(base_url="ftp://nowhere")})
-    message = skip_message(odata_page_sensor(context))
+    with dg.build_sensor_context(instance=instance, resources={"odata": ODataResource(base_url="ftp://nowhere")}) as context:
+        message = skip_message(odata_page_sensor(context))
     assert message.startswith("invalid OData settings: invalid setting")
     assert instance.get_dynamic_partitions("odata_pages") == []
