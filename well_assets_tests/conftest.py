@@ -112,3 +112,48 @@ def run_import(db_path):
         return _run(ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages))
 
     return run
+
+
+# -- a live Dagster stack (webserver + daemon) ----------------------------------------------
+
+LIVE_ROWS = 5000
+LIVE_PAGE_SIZE = 1000
+
+
+@pytest.fixture(scope="session")
+def live_source():
+    """The OData source of the live stack: the bundled service, 5000 clean rows (5 pages of
+    1000), in this test process so tests can change its data and faults."""
+    from well_assets.demo_service import DemoServer, DemoServiceConfig
+
+    with DemoServer(DemoServiceConfig(rows=LIVE_ROWS, days_per_well=500, max_page_size=LIVE_PAGE_SIZE)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def live_stack(live_source, tmp_path_factory):
+    """dagster-webserver + dagster-daemon on the project's dagster.yaml and workspace.yaml,
+    started once per session (~30 s); the sensor ticks every 10 s and the schedule every
+    minute once they are turned on."""
+    from well_assets_tests.live_stack import Stack
+
+    stack = Stack(tmp_path_factory.mktemp("stack"), live_source.base_url, page_size=LIVE_PAGE_SIZE,
+                  extra_env={"WELL_ASSETS_SENSOR_INTERVAL": "10", "WELL_ASSETS_REFRESH_CRON": "* * * * *"})
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def live(live_stack, live_source):
+    """The live stack with the source back to its generated data (no faults) and a fresh
+    DuckDB file; prints the stack's logs after the test (pytest shows them on failure)."""
+    import httpx
+
+    live_stack.assert_runs_left_nothing()
+    httpx.post(f"{live_source.admin_url}/reset", timeout=60).raise_for_status()
+    live_stack.wipe_database()
+    yield live_stack
+    print(live_stack.logs(), file=__import__("sys").stderr)
