@@ -6,11 +6,14 @@ page. The report reads the page ledger and renders the import summary.
 """
 
 import logging
+import time
+from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field
 
-from well_assets import report
+from well_assets import report, storage
+from well_assets.names import import_id
 from well_assets.pages import PageStream
 from well_assets.partitions import odata_pages, page_index
 from well_assets.resources import ODataResource, WellsDatabase
@@ -76,26 +79,25 @@ def well_production(
         f"importing {len(pages)} page(s) {keys[0]}..{keys[-1]} of {odata.entity_set} "
         f"(page size {odata.page_size})"
     )
+    run = context.run
     # Retries and re-executions share the root run's response cache.
-    root_run = context.run.root_run_id or context.run.run_id
+    root_run = run.root_run_id or run.run_id
     odata.purge_expired_caches()
-    return page_stream(odata, context.run.run_id, root_run, pages, config)
-
-
-def page_stream(
-    odata: ODataResource, run_id: str, root_run_id: str, pages: list[tuple[int, str]], config: ImportConfig
-) -> PageStream:
-    """The pages of one run as a PageStream, fetched by the resource's page fetcher."""
+    record = context.instance.get_run_record_by_id(run.run_id)
+    started = record.start_time if record is not None and record.start_time else time.time()
     return PageStream(
         fetcher=odata.page_fetcher(),
-        client_config=odata.client_config(run_id=run_id[:8], cache_namespace=root_run_id),
+        client_config=odata.client_config(run_id=run.run_id[:8], cache_namespace=root_run),
         pages=pages,
         page_size=odata.page_size,
         source=odata.source_identity(),
         validation=ValidationSettings(max_daily_volume=config.max_daily_volume),
         prefetch=config.prefetch,
-        cache_dir=odata.run_cache_dir(root_run_id),
+        cache_dir=odata.run_cache_dir(root_run),
         logger_name=ODATA_LOGGER.name,
+        root_run_id=root_run,
+        import_id=import_id(run.tags, run.run_id, run.root_run_id),
+        run_started_at=datetime.fromtimestamp(started, UTC).replace(tzinfo=None),
     )
 
 
@@ -109,20 +111,23 @@ def page_stream(
 def well_production_import_report(
     context: dg.AssetExecutionContext, wells_db: WellsDatabase
 ) -> dg.MaterializeResult:
-    """Import summary from the page ledger: pages, records, new/updated/duplicate/rejected
-    counts, timings and throughput, with every failed page and its error.
+    """The latest import, from the page ledger, with the figures the CLI prints for it:
+    pages, records, new/updated/duplicate/rejected counts, wall time from the start of its
+    first run, throughput, memory, and every failed page with its error. Plus charts of the
+    per-page figures across every page (the asset page's partition plots show only the
+    newest 120 page keys).
 
-    The figures cover the latest outcome of every registered page, in the JSON shape of
-    the seed system's response (`success`, `data.batch_result`, `pagination_summary`,
-    `import_summary`, `performance`).
+    The summary has the JSON shape of the seed system's response (`success`,
+    `data.batch_result`, `pagination_summary`, `import_summary`, `performance`).
     """
-    total_pages = len(context.instance.get_dynamic_partitions(odata_pages.name))
     with wells_db.store().connection(read_only=True, lean=True) as con:
-        summary = report.summary_from_store(con, total_pages=total_pages)
+        summary = report.import_summary(con)
+        pages = storage.latest_page_status(con)
     return dg.MaterializeResult(
         metadata={
             "summary": dg.MetadataValue.md(report.to_markdown(summary)),
             "summary_json": dg.MetadataValue.json(summary),
+            "pages": dg.MetadataValue.md(report.page_charts(pages)),
             "success": summary["success"],
             **report.headline_metadata(summary),
         }

@@ -15,17 +15,10 @@ from urllib.parse import urlsplit
 from well_assets.errors import ConfigError, WellAssetsError
 from well_assets.page_keys import PARTITIONS_NAME
 
-# Dagster's range tags (the same as well_assets.jobs; not imported from there so that the
-# trigger does not load the asset code, polars and pandera just to send HTTP requests).
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+from well_assets.names import JOB_NAME, RANGE_END_TAG, RANGE_START_TAG, TRIGGER_TAG
+from well_assets.names import REPORT_ASSET_NAME as REPORT_ASSET
 
-JOB_NAME = "odata_import_job"
-LOCATION_NAME = "well_assets"
-REPOSITORY_NAME = "__repository__"
-REPORT_ASSET = "well_production_import_report"
 SUMMARY_LABEL = "summary_json"
-TRIGGER_TAG = "well_assets/trigger"
 
 TERMINAL_STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
 ADD_BATCH = 100  # addDynamicPartition calls per GraphQL document (aliased, executed in order)

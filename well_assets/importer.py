@@ -10,8 +10,7 @@ throwaway instance is used.
 from __future__ import annotations
 
 import os
-import resource
-import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -23,6 +22,7 @@ from well_assets.assets import MAX_PAGES_PER_RUN, well_production
 from well_assets.definitions import build_definitions
 from well_assets.errors import PaginationError, WellAssetsError
 from well_assets.jobs import range_tags
+from well_assets.names import IMPORT_TAG, TRIGGER_TAG
 from well_assets.partitions import page_count, register_pages
 from well_assets.settings import Settings
 
@@ -96,13 +96,13 @@ def plan_pages(source_count: int, page_size: int, start_page: int, max_pages: in
 
 
 def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
-    began = time.perf_counter()
     defs = build_definitions(request.settings)
     store = defs.resources["wells_db"].store()  # plain settings, no EnvVar to resolve
     job = defs.resolve_job_def("odata_import_job")
     run_errors: list[str] = []
     from well_assets.console import ProgressDisplay
 
+    import_id = str(uuid.uuid4())  # the runs of this command are one import
     with _instance() as instance:
         # Outside a run, open the resource ourselves (EnvVar secrets resolved, the bundled
         # demo service started when no URL is set and stopped on leaving the block),
@@ -128,7 +128,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
                     last_run = i == len(runs) - 1
                     result = (job if last_run else page_job).execute_in_process(
                         instance=instance,
-                        tags={**range_tags(chunk[0], chunk[-1]), "well_assets/trigger": "cli"},
+                        tags={**range_tags(chunk[0], chunk[-1]), TRIGGER_TAG: "cli", IMPORT_TAG: import_id},
                         run_config=QUIET_LOGGERS,
                         raise_on_error=False,
                     )
@@ -137,13 +137,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
         finally:
             progress.unsubscribe(display)
     with store.connection(read_only=True, lean=True) as con:
-        summary = report.summary_from_store(
-            con,
-            total_pages=len(pages),
-            pages=pages,
-            wall_seconds=time.perf_counter() - began,
-            memory_usage_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        )
+        summary = report.import_summary(con, import_id)
     recorded = summary["data"]["pagination_summary"]["processed_pages"] + summary["data"]["pagination_summary"]["failed_pages"]
     if run_errors and (summary["success"] or recorded < len(pages)):
         # The run failed outside the page loop (e.g. the database could not be opened):

@@ -12,8 +12,7 @@ import dagster as dg
 from well_assets.assets import well_production, well_production_import_report
 from well_assets.partitions import page_key
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+from well_assets.names import RANGE_END_TAG, RANGE_START_TAG
 
 odata_import_job = dg.define_asset_job(
     name="odata_import_job",
@@ -35,3 +34,4 @@ odata_import_job = dg.define_asset_job(
 def range_tags(first_page: int, last_page: int) -> dict[str, str]:
     """Run tags selecting pages first_page..last_page (inclusive) in one run."""
     return {RANGE_START_TAG: page_key(first_page), RANGE_END_TAG: page_key(last_page)}
+

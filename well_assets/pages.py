@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterator
 
 from well_assets import fetch_worker
@@ -43,6 +44,9 @@ class PageStream:
     prefetch: int = 4
     cache_dir: str | None = None
     logger_name: str = "well_assets.odata"
+    root_run_id: str | None = None  # the run group: its committed pages are not fetched again
+    import_id: str | None = None  # the import the pages belong to (the ledger groups by it)
+    run_started_at: datetime | None = None  # naive UTC start of the run
     _skip: set[int] = field(default_factory=set)
 
     def discard_cache(self) -> None:

@@ -1,7 +1,14 @@
 """The import summary: DESIGN.md's JSON shape, built from the page ledger.
 
-Used by the CLI (`--json` and the table it prints) and by the
-`well_production_import_report` asset, so both report the same figures.
+One function, ``import_summary``, serves the CLI (`--json` and the table it prints) and
+the `well_production_import_report` asset, so both report the same figures for the same
+import. An import is what one `well-assets import` command, one backfill, or one run
+(with its re-executions) wrote: the ledger records it with every page, together with the
+start of the page's run and the peak memory of the importing processes. Its wall time
+runs from the start of its first run to its last page's commit.
+
+``page_charts`` draws the per-page figures of every page across pages, for the report's
+metadata: the asset page's partition plots cover only the newest 120 page keys.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from well_assets import storage
+from well_assets import charts, storage
 
 ERROR_CODES = ("EXTERNAL_API_ERROR", "PAGINATION_ERROR", "VALIDATION_ERROR", "DATABASE_ERROR")
 
@@ -22,13 +29,7 @@ def _sum(frame: pl.DataFrame, column: str) -> float:
     return value or 0
 
 
-def build_summary(
-    ledger: pl.DataFrame,
-    *,
-    total_pages: int | None = None,
-    wall_seconds: float | None = None,
-    memory_usage_mb: float | None = None,
-) -> dict[str, Any]:
+def build_summary(ledger: pl.DataFrame) -> dict[str, Any]:
     """Summary of the given ledger rows (the latest row per page of one import)."""
     ok = ledger.filter(pl.col("status") == "succeeded") if not ledger.is_empty() else ledger
     failed = ledger.filter(pl.col("status") == "failed") if not ledger.is_empty() else ledger
@@ -41,10 +42,13 @@ def build_summary(
     database = float(_sum(ledger, "db_seconds"))
     validation = float(_sum(ledger, "validate_seconds"))
     throttle = float(_sum(ledger, "throttle_seconds"))
-    if wall_seconds is None and not ledger.is_empty():
-        span = ledger.select((pl.col("ended_at").max() - pl.col("started_at").min()).dt.total_microseconds())
-        wall_seconds = (span.item() or 0) / 1e6
-    wall_seconds = float(wall_seconds or 0.0)
+    wall_seconds = 0.0
+    memory_usage_mb = None
+    if not ledger.is_empty():
+        began = pl.coalesce(pl.col("run_started_at").min(), pl.col("started_at").min())
+        span = ledger.select((pl.col("ended_at").max() - began).dt.total_microseconds())
+        wall_seconds = max((span.item() or 0) / 1e6, 0.0)
+        memory_usage_mb = ledger.get_column("rss_mb").max()
     page_size = int(ledger.get_column("top").max()) if not ledger.is_empty() else 0
     source_counts = ledger.get_column("source_count").drop_nulls() if not ledger.is_empty() else pl.Series([])
     pages_seen = ledger.height
@@ -60,10 +64,10 @@ def build_summary(
             "processed_items": processed,
             "failed_items": rejected,
             "success_rate": round(100.0 * (processed - rejected) / processed, 3) if processed else 100.0,
-            "memory_usage_mb": round(memory_usage_mb, 1) if memory_usage_mb is not None else None,
+            "memory_usage_mb": round(float(memory_usage_mb), 1) if memory_usage_mb is not None else None,
         },
         "pagination_summary": {
-            "total_pages": int(total_pages if total_pages is not None else pages_seen),
+            "total_pages": pages_seen,
             "processed_pages": ok.height,
             "failed_pages": failed.height,
             "page_size": page_size,
@@ -107,13 +111,9 @@ def failure_envelope(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def summary_from_store(con, *, total_pages: int | None = None, pages: list[int] | None = None,
-                       wall_seconds: float | None = None, memory_usage_mb: float | None = None) -> dict[str, Any]:
-    ledger = storage.latest_page_status(con)
-    if pages is not None:
-        ledger = ledger.filter(pl.col("page").is_in(pages))
-    return build_summary(ledger, total_pages=total_pages, wall_seconds=wall_seconds,
-                         memory_usage_mb=memory_usage_mb)
+def import_summary(con, import_id: str | None = None) -> dict[str, Any]:
+    """The summary of one import (default: the newest one in the ledger)."""
+    return build_summary(storage.import_page_status(con, import_id))
 
 
 def to_markdown(summary: dict[str, Any]) -> str:
@@ -144,3 +144,29 @@ def headline_metadata(summary: dict[str, Any]) -> dict[str, Any]:
         "failed_pages": data["pagination_summary"]["failed_pages"],
         "throughput_per_second": data["performance"]["average_throughput_per_second"],
     }
+
+
+# What the report charts across pages: (title, {legend: ledger column}).
+PAGE_CHARTS = (
+    ("Seconds per page", {"fetch": "fetch_seconds", "validate": "validate_seconds", "database": "db_seconds",
+                          "throttle": "throttle_seconds"}),
+    ("Rows per page", {"new": "rows_new", "updated": "rows_updated", "duplicate": "rows_duplicate",
+                       "rejected": "rows_rejected"}),
+    ("Retries per page", {"retries": "retries"}),
+)
+
+
+def page_charts(ledger: pl.DataFrame) -> str:
+    """Markdown with one chart per PAGE_CHARTS entry over the given ledger rows (one per
+    page, in page order); failed pages are listed under the charts."""
+    if ledger.is_empty():
+        return "No page has been imported yet."
+    ledger = ledger.sort("page")
+    keys = ledger.get_column("partition_key").to_list()
+    images = []
+    for title, columns in PAGE_CHARTS:
+        series = {name: ledger.get_column(column).cast(pl.Float64).to_list() for name, column in columns.items()}
+        images.append(charts.markdown_image(charts.line_chart(f"{title} ({ledger.height} pages)", keys, series), title))
+    failed = ledger.filter(pl.col("status") == "failed").get_column("partition_key").to_list()
+    note = f"\n\nFailed pages: {', '.join(failed)}" if failed else ""
+    return "\n\n".join(images) + note

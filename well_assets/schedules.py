@@ -23,11 +23,11 @@ from dagster._utils.schedules import is_valid_cron_string
 
 from well_assets.errors import ConfigError, WellAssetsError
 from well_assets.jobs import odata_import_job, range_tags
+from well_assets.names import TRIGGER_TAG
 from well_assets.partitions import page_count, page_key, register_pages
 from well_assets.resources import ODataResource
 from well_assets.sensors import sensor_client
 
-TRIGGER_TAG = "well_assets/trigger"
 
 
 @dataclass(frozen=True)

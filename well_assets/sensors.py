@@ -30,12 +30,12 @@ import dagster as dg
 from well_assets.assets import MAX_PAGES_PER_RUN
 from well_assets.errors import ConfigError, WellAssetsError
 from well_assets.jobs import odata_import_job, range_tags
+from well_assets.names import TRIGGER_TAG
 from well_assets.odata import ODataClient
 from well_assets.partitions import odata_pages, page_count, page_key
 from well_assets.resources import ODataResource
 
 DEFAULT_SENSOR_INTERVAL = 300
-TRIGGER_TAG = "well_assets/trigger"
 
 
 def sensor_interval_from_env(env: dict[str, str] | None = None) -> int:

@@ -28,17 +28,15 @@ from typing import Any
 
 from well_assets.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, whole_number
 from well_assets.dagster_api import (
-    JOB_NAME,
-    LOCATION_NAME,
     QUEUED_HINT_SECONDS,
     REPORT_ASSET,
-    REPOSITORY_NAME,
     TERMINAL_STATUSES,
     TriggerError,
     Webserver,
     parse_endpoint,
 )
 from well_assets.errors import ConfigError, WellAssetsError
+from well_assets.names import JOB_NAME, LOCATION_NAME, REPOSITORY_NAME
 from well_assets.page_keys import PARTITIONS_NAME, page_key
 
 

@@ -10,6 +10,7 @@ failed pages, so re-running just those completes the import.
 
 from __future__ import annotations
 
+import resource
 import time
 
 import dagster as dg
@@ -45,14 +46,14 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
         store = self._store()
         run_id = context.run_id
         failures: list[tuple[str, str]] = []
+        committed: dict[str, dict] = {}  # partition key -> its metadata
         totals = {"pages": 0, "rows_new": 0, "rows_updated": 0, "rows_duplicate": 0, "rows_rejected": 0}
         writer = _Writer(store)
         try:
             con = writer.con
             # Before any fetch: keys must map to the same rows they were created for.
             store.check_page_size(con, obj.page_size, obj.source)
-            root_run = context.step_context.dagster_run.root_run_id or run_id
-            done = store_module.pages_succeeded_in_runs(con, {run_id, root_run}) & {p for p, _ in obj.pages}
+            done = store_module.pages_succeeded_in_runs(con, {run_id, obj.root_run_id or run_id}) & {p for p, _ in obj.pages}
             if done:
                 context.log.info(f"{len(done)} page(s) already committed by this run group; not fetched again")
                 obj.skip_pages(done)
@@ -68,11 +69,18 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
                         if name != "pages":
                             totals[name] += int(figures[name])
                     totals["pages"] += 1
-                _add_page_metadata(context, item.partition_key, page_metadata(figures))
+                metadata = page_metadata(figures)
+                if figures["status"] != "failed":
+                    committed[item.partition_key] = metadata
+                _add_page_metadata(context, item.partition_key, metadata)
                 progress.page_done(figures)
         finally:
             writer.close()
         if failures:
+            # The step fails, so Dagster will not materialize the run's pages: the pages
+            # that did commit are reported here, so the UI shows them as what they are.
+            for key, metadata in committed.items():
+                context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata))
             listing = "; ".join(f"{key}: {error}" for key, error in failures)
             raise dg.Failure(
                 description=f"{len(failures)} page(s) failed: {', '.join(k for k, _ in failures)}. {listing}",
@@ -106,6 +114,10 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
             "cache_hit": result.from_cache if result else False,
             "first_key": result.first_key if result else None,
             "last_key": result.last_key if result else None,
+            "import_id": stream.import_id,
+            "run_started_at": stream.run_started_at,
+            # this process (the writer) and the page fetcher, the peak of each so far
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + stream.fetcher.peak_rss_mb,
         }
         # The figures reported as metadata carry the keys as the ledger stores them.
         keys = {"first_key": key_text(base["first_key"]), "last_key": key_text(base["last_key"])}

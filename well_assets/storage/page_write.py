@@ -239,4 +239,7 @@ def _figures(page: PageWrite | PageFailure) -> dict[str, Any]:
         "started_at": page.started_at or utc_now(),
         "source": page.source,
         "page_size": page.page_size,
+        "import_id": page.import_id,
+        "run_started_at": page.run_started_at,
+        "rss_mb": page.rss_mb,
     }

@@ -24,6 +24,11 @@ def latest_page_status(con: duckdb.DuckDBPyConnection, source: str | None = None
     return con.sql(sql.LATEST_PAGE_STATUS, params={"source": source}).pl()
 
 
+def import_page_status(con: duckdb.DuckDBPyConnection, import_id: str | None = None) -> pl.DataFrame:
+    """The latest ledger row of every page of one import (default: the newest import)."""
+    return con.sql(sql.IMPORT_PAGE_STATUS, params={"import_id": import_id}).pl()
+
+
 def page_log(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """The whole ledger in insertion order."""
     return con.sql(sql.PAGE_LOG).pl()

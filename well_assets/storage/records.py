@@ -66,6 +66,9 @@ class PageWrite:
     bytes: int = 0
     cache_hit: bool = False
     started_at: datetime | None = None  # naive UTC; None: when write_page starts
+    import_id: str | None = None  # the import (CLI command, backfill, run group) the page belongs to
+    run_started_at: datetime | None = None  # naive UTC start of the page's run
+    rss_mb: float | None = None  # peak memory of the importing processes when the page was written
 
     @classmethod
     def build(
@@ -132,6 +135,9 @@ class PageFailure:
     bytes: int | None = None
     cache_hit: bool | None = None
     started_at: datetime | None = None
+    import_id: str | None = None
+    run_started_at: datetime | None = None
+    rss_mb: float | None = None
 
 
 @dataclass(frozen=True)

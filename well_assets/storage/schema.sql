@@ -67,6 +67,14 @@ CREATE TABLE IF NOT EXISTS odata_page_log (
     page_size          INTEGER
 );
 
+-- Added after the first release (existing files get them on the next read-write open):
+-- the import a page belongs to (runs of one CLI import, of one backfill, or one run with
+-- its re-executions), when that import's run started, and the peak memory of the
+-- importing processes (writer + page fetcher) when the page was written.
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS import_id VARCHAR;
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS run_started_at TIMESTAMP;
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS rss_mb DOUBLE;
+
 -- The page size each source was partitioned with (page k = $skip k*page_size).
 CREATE TABLE IF NOT EXISTS odata_import_settings (
     source     VARCHAR   PRIMARY KEY,

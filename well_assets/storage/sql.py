@@ -93,6 +93,9 @@ LEDGER_COLUMNS = (
     "ended_at",
     "source",
     "page_size",
+    "import_id",
+    "run_started_at",
+    "rss_mb",
 )
 INSERT_LEDGER_ROW = (
     f"INSERT INTO odata_page_log ({', '.join(LEDGER_COLUMNS)}) "
@@ -117,6 +120,15 @@ ORDER BY page
 """
 
 PAGE_LOG = "SELECT * FROM odata_page_log ORDER BY log_id"
+
+# The latest outcome of every page of one import (default: the import of the newest ledger row).
+IMPORT_PAGE_STATUS = """
+SELECT * FROM odata_page_log
+WHERE import_id = coalesce(CAST($import_id AS VARCHAR),
+                           (SELECT import_id FROM odata_page_log ORDER BY log_id DESC LIMIT 1))
+QUALIFY row_number() OVER (PARTITION BY page ORDER BY log_id DESC) = 1
+ORDER BY page
+"""
 
 LEAN_SETTINGS = "SET memory_limit = '64MB'; SET threads = 1"
 

@@ -21,6 +21,7 @@ from well_assets.storage import page_write, sql
 from well_assets.storage.page_write import fetch_all
 from well_assets.storage.reads import (
     duplicate_key_count,
+    import_page_status,
     latest_page_status,
     load_rejects,
     load_table,
@@ -232,6 +233,7 @@ __all__ = [
     "PageFailure",
     "PageWrite",
     "duplicate_key_count",
+    "import_page_status",
     "latest_page_status",
     "load_rejects",
     "load_table",
