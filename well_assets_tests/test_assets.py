@@ -106,13 +106,3 @@ def test_downstream_asset_loads_the_table_through_the_io_manager(demo_server, db
     assert frame.height == len(expected_table(server)) == 1000
     assert frame.columns[:5] == ["well_code", "production_date", "oil_production", "gas_production", "water_production"]
 
-
-def test_a_failed_page_fails_the_run_while_the_committed_pages_show_as_materialized(demo_server, db_path, instance):
-    server = demo_server(rows=2000, faults=[{"kind": "status", "status": 400, "skip": [1000]}])
-    result = _run_pages(_defs(server, db_path), instance, 0, 3, 4)
-    assert not result.success
-    mats = [e.event_specific_data.materialization for e in result.all_events
-            if e.event_type_value == "ASSET_MATERIALIZATION"]
-    pages = {m.partition: m.metadata for m in mats if m.asset_key == dg.AssetKey("well_production")}
-    assert sorted(pages) == ["00000", "00001", "00003"]  # page 00002 failed: not reported as materialized
-    assert all(md["status"].value == "succeeded" and md["rows_new"].value == 500 for md in pages.values())

@@ -46,7 +46,6 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
         store = self._store()
         run_id = context.run_id
         failures: list[tuple[str, str]] = []
-        committed: dict[str, dict] = {}  # partition key -> its metadata
         totals = {"pages": 0, "rows_new": 0, "rows_updated": 0, "rows_duplicate": 0, "rows_rejected": 0}
         writer = _Writer(store)
         try:
@@ -69,18 +68,14 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
                         if name != "pages":
                             totals[name] += int(figures[name])
                     totals["pages"] += 1
-                metadata = page_metadata(figures)
-                if figures["status"] != "failed":
-                    committed[item.partition_key] = metadata
-                _add_page_metadata(context, item.partition_key, metadata)
+                _add_page_metadata(context, item.partition_key, page_metadata(figures))
                 progress.page_done(figures)
         finally:
             writer.close()
         if failures:
-            # The step fails, so Dagster will not materialize the run's pages: the pages
-            # that did commit are reported here, so the UI shows them as what they are.
-            for key, metadata in committed.items():
-                context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata))
+            # Dagster's step is all or nothing: the run fails and none of its pages is
+            # marked materialized, although the committed ones are in the table and the
+            # ledger. Re-executing it from failure fetches only the failed pages.
             listing = "; ".join(f"{key}: {error}" for key, error in failures)
             raise dg.Failure(
                 description=f"{len(failures)} page(s) failed: {', '.join(k for k, _ in failures)}. {listing}",
