@@ -15,7 +15,7 @@ import warnings
 from typing import Sequence
 
 from well_assets.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, whole_number
-from well_assets.errors import WellAssetsError
+from well_assets.errors import ConfigError, WellAssetsError
 
 
 
@@ -51,11 +51,12 @@ def _import(args) -> int:
     try:
         base = Settings.from_env()
         settings = Settings(
-            base_url=validate_base_url(args.base_url, "--base-url") if args.base_url else base.base_url,
-            entity_set=validate_entity_set(args.entity_set, "--entity-set") if args.entity_set else base.entity_set,
-            page_size=validate_page_size(args.page_size, "--page-size") if args.page_size else base.page_size,
+            base_url=validate_base_url(args.base_url, "--base-url") if args.base_url is not None else base.base_url,
+            entity_set=(validate_entity_set(args.entity_set, "--entity-set") if args.entity_set is not None
+                        else base.entity_set),
+            page_size=validate_page_size(args.page_size, "--page-size") if args.page_size is not None else base.page_size,
             filter=args.odata_filter if args.odata_filter is not None else base.filter,
-            database=validate_database(args.database, "--database") if args.database else base.database,
+            database=str(validate_database(args.database, "--database")) if args.database is not None else base.database,
         )
         start_page = whole_number(args.start_page, "--start-page", 0)
         max_pages = whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None
@@ -70,6 +71,8 @@ def _import(args) -> int:
     show_progress = not args.no_progress and not args.json and sys.stderr.isatty()
     try:
         summary = run_import(request, progress_bar=show_progress)
+    except ConfigError as exc:  # a setting found invalid only when used (e.g. an uncreatable directory)
+        return fail(exc, args.json, EXIT_USAGE)
     except WellAssetsError as exc:
         return fail(exc, args.json, EXIT_FAILED)
     from well_assets import report

@@ -169,7 +169,6 @@ class WellsDatabase(dg.ConfigurableResource):
     lock_timeout: float = Field(default=120.0, description="Seconds to wait for another writer's file lock.")
 
     def store(self) -> DuckDBStore:
-        settings.validate_database(self.path)
         return DuckDBStore(self.path, lock_timeout=self.lock_timeout)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from well_assets.errors import ConfigError
@@ -44,12 +46,27 @@ def validate_page_size(value: int | str, setting: str = "ODATA_PAGE_SIZE") -> in
     return size
 
 
-def validate_database(value: str, setting: str = "WELLS_DATABASE") -> str:
-    if not value or value.strip() != value or value.endswith(("/", os.sep)):
-        raise ConfigError(setting, value, "a file path such as data/wells.duckdb")
-    if value == ":memory:":
-        raise ConfigError(setting, value, "a file path (in-memory databases do not survive a run)")
-    return value
+def validate_database(value: Any, setting: str = "WELLS_DATABASE") -> Path:
+    """The DuckDB file path, or a ConfigError naming ``setting``: a file path (not a
+    directory, not ``:memory:``) in a directory that exists or can be created. Checked
+    without writing anything."""
+    allowed = "a DuckDB file path such as data/wells.duckdb (not a directory, not :memory:)"
+    if not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(setting, value, allowed)
+    text = os.fspath(value)
+    if (not isinstance(text, str) or not text.strip() or text.strip() != text or "\x00" in text
+            or text == ":memory:" or text.endswith(("/", os.sep))):
+        raise ConfigError(setting, value, allowed)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ConfigError(setting, value, allowed)
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(setting, value, f"a file path in a directory that exists or can be created "
+                                          f"({ancestor} is not a writable directory)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -71,5 +88,5 @@ class Settings:
             entity_set=validate_entity_set(env.get("ODATA_ENTITY_SET", DEFAULT_ENTITY_SET)),
             page_size=validate_page_size(env.get("ODATA_PAGE_SIZE", DEFAULT_PAGE_SIZE)),
             filter=env.get("ODATA_FILTER") or None,
-            database=validate_database(env.get("WELLS_DATABASE", DEFAULT_DATABASE)),
+            database=str(validate_database(env.get("WELLS_DATABASE", DEFAULT_DATABASE))),
         )

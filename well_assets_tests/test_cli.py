@@ -35,6 +35,9 @@ SUMMARY_KEYS = {
         (["--start-page", "-1"], "--start-page", ">= 0"),
         (["--max-pages", "0"], "--max-pages", ">= 1"),
         (["--database", "data/"], "--database", "file path"),
+        (["--database", "."], "--database", "not a directory"),  # an existing directory
+        (["--database", ""], "--database", "file path"),  # given, though empty
+        (["--page-size", ""], "--page-size", "1 to 5000"),
     ],
 )
 def test_bad_flags_are_refused_before_anything_is_written(flags, named, allowed, tmp_path, capsys, monkeypatch):

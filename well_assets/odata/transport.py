@@ -164,7 +164,7 @@ class Transport:
         except _Transient as exc:
             detail = f" (OData error {exc.odata_code}: {exc.odata_message})" if exc.odata_code else ""
             raise ExternalApiError(
-                self.scrub(f"GET {safe_url} failed after {attempts} attempts: {exc.reason}{detail}"
+                self.scrub(f"GET {safe_url} failed after {attempts} attempt{'s' if attempts != 1 else ''}: {exc.reason}{detail}"
                             + (f" on page {page}" if page is not None else "")),
                 status=exc.status, odata_code=self.scrub_opt(exc.odata_code), page=page,
                 retry_after=exc.retry_after, request_id=last_rid, url=safe_url, attempts=attempts,

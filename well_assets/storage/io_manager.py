@@ -21,7 +21,6 @@ from well_assets import progress
 from well_assets.errors import DatabaseError, WellAssetsError
 from well_assets.metadata import page_metadata
 from well_assets.pages import PageItem, PageStream
-from well_assets.settings import validate_database
 from well_assets.storage import store as store_module
 from well_assets.storage.records import key_text
 from well_assets.storage.store import DuckDBStore, PageFailure, PageWrite
@@ -37,7 +36,6 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
     lock_timeout: float = Field(default=120.0, description="Seconds to wait for another writer's file lock.")
 
     def _store(self) -> DuckDBStore:
-        validate_database(self.database)
         return DuckDBStore(self.database, lock_timeout=self.lock_timeout)
 
     def handle_output(self, context: dg.OutputContext, obj: PageStream) -> None:

@@ -10,13 +10,12 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import duckdb
 import polars as pl
 
 from well_assets import errors
+from well_assets.settings import validate_database
 from well_assets.storage import page_write, sql
 from well_assets.storage.page_write import fetch_all
 from well_assets.storage.reads import (
@@ -54,7 +53,7 @@ class DuckDBStore:
     """
 
     def __init__(self, path: str | os.PathLike, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
-        self.path = self._validate_path(path)
+        self.path = validate_database(path, DATABASE_SETTING)
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or lock_timeout < 0:
             raise errors.ConfigError("lock_timeout", lock_timeout, "a number of seconds >= 0")
         self.lock_timeout = float(lock_timeout)
@@ -62,21 +61,6 @@ class DuckDBStore:
 
     def __repr__(self) -> str:
         return f"DuckDBStore({str(self.path)!r})"
-
-    @staticmethod
-    def _validate_path(path: Any) -> Path:
-        allowed = "a DuckDB file path such as data/wells.duckdb (not a directory, not :memory:)"
-        if not isinstance(path, (str, os.PathLike)):
-            raise errors.ConfigError(DATABASE_SETTING, path, allowed)
-        text = os.fspath(path)
-        if not isinstance(text, str) or not text.strip() or "\x00" in text or text.strip() == ":memory:":
-            raise errors.ConfigError(DATABASE_SETTING, path, allowed)
-        if text.endswith(("/", os.sep)):
-            raise errors.ConfigError(DATABASE_SETTING, path, allowed)
-        resolved = Path(text).expanduser()
-        if resolved.is_dir():
-            raise errors.ConfigError(DATABASE_SETTING, path, allowed)
-        return resolved
 
     # -- connections ---------------------------------------------------------------
 
