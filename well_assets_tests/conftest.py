@@ -10,6 +10,18 @@ from typing import Any, Callable
 
 import pytest
 
+
+def pytest_collection_modifyitems(items):
+    """The live stack keeps working in the background once started: its tests run after
+    all others (so those do not share the two cores with it), and the test that stops it
+    runs last."""
+    def order(item) -> int:
+        if item.get_closest_marker("stops_live_stack"):
+            return 2
+        return 1 if "live_stack" in getattr(item, "fixturenames", ()) else 0
+
+    items.sort(key=order)
+
 # -- demo OData service ------------------------------------------------------------
 
 

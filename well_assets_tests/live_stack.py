@@ -499,18 +499,29 @@ class Stack:
 
         return wait_for(f"run {run_id} to end", ended, timeout, interval=1.0, on_timeout=self.logs)
 
-    def wait_backfill(self, backfill_id: str, timeout: float = RUN_TIMEOUT) -> list[dict]:
-        """The backfill's runs once it completed (every run ended)."""
+    def wait_backfill(self, backfill_id: str, keys: list[str], timeout: float = RUN_TIMEOUT) -> list[dict]:
+        """The backfill's runs once runs covering ``keys`` were launched and all ended (the
+        daemon marks the backfill completed up to 30 s later; that is not waited for)."""
+        def covered(runs: list[dict]) -> set[str]:
+            keys_seen: set[str] = set()
+            for run in runs:
+                tags = {t["key"]: t["value"] for t in run["tags"]}
+                if "dagster/partition" in tags:
+                    keys_seen.add(tags["dagster/partition"])
+                elif "dagster/asset_partition_range_start" in tags:
+                    first, last = tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
+                    keys_seen.update(key for key in keys if first <= key <= last)
+            return keys_seen
+
         def done() -> list[dict] | None:
             self.check_alive()
             self.track()
             backfill = self.gql(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
             assert backfill["__typename"] == "PartitionBackfill", backfill
-            if backfill["status"] in ("REQUESTED",) or not backfill["runs"]:
+            runs = backfill["runs"]
+            if not set(keys) <= covered(runs) or any(run["status"] not in TERMINAL for run in runs):
                 return None
-            if any(run["status"] not in TERMINAL for run in backfill["runs"]):
-                return None
-            return backfill["runs"]
+            return runs
 
         return wait_for(f"backfill {backfill_id} to complete", done, timeout, interval=1.0, on_timeout=self.logs)
 

@@ -42,8 +42,8 @@ def test_materialize_one_partition_from_the_asset_page(live, live_source):
 
 def test_materialize_a_range_of_partitions_is_an_asset_backfill(live, live_source):
     live.add_pages(0, 4)
-    backfill = live.backfill_asset(["00000", "00001", "00002"])
-    runs = live.wait_backfill(backfill)
+    keys = ["00000", "00001", "00002"]
+    runs = live.wait_backfill(live.backfill_asset(keys), keys)
     assert [r["status"] for r in runs] == ["SUCCESS"], live.logs()
     tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
     assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == ("00000", "00002")
@@ -53,8 +53,8 @@ def test_materialize_a_range_of_partitions_is_an_asset_backfill(live, live_sourc
 
 def test_backfill_of_the_job_by_partition_names(live, live_source):
     live.add_pages(0, 4)
-    backfill = live.backfill_job(["00001", "00002", "00004"])
-    runs = live.wait_backfill(backfill)
+    keys = ["00001", "00002", "00004"]
+    runs = live.wait_backfill(live.backfill_job(keys), keys)
     assert runs and all(r["status"] == "SUCCESS" for r in runs), live.logs()
     assert_exact(live, live_source, [1, 2, 4])
     live.assert_runs_left_nothing()

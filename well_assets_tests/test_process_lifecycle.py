@@ -1,8 +1,9 @@
-"""Nothing outlives its owner: a developer's stack with the bundled demo service (no
-ODATA_BASE_URL), the sensor ticking and a run from the UI, then Ctrl-C (SIGINT) of
-`dagster dev`, or of the webserver and the daemon: 30 seconds later no process of the
-stack is left (code servers, run workers, step workers, page fetchers). While it runs,
-the demo service a sensor tick starts in the code server is stopped when the tick ends.
+"""Nothing outlives its owner. A developer's `dagster dev` with the bundled demo service
+(no ODATA_BASE_URL), the sensor ticking and a run from the UI, then Ctrl-C (SIGINT): 30
+seconds later no process of the stack is left (code servers, run workers, step workers,
+page fetchers); while it runs, the demo service a sensor tick starts in the code server
+is stopped when the tick ends. And the session's webserver and daemon, after every live
+test ran on them: Ctrl-C of both leaves nothing either.
 """
 
 from __future__ import annotations
@@ -37,13 +38,12 @@ def code_servers(stack: Stack) -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.parametrize("how", ["dagster dev", "webserver and daemon"])
-def test_ctrl_c_leaves_no_process_of_the_stack(tmp_path, how):
+def test_ctrl_c_of_dagster_dev_leaves_no_process(tmp_path):
     stack = Stack(tmp_path, base_url=None, page_size=1000,
                   extra_env={"WELL_ASSETS_DEMO_ROWS": str(DEMO_ROWS), "WELL_ASSETS_DEMO_BAD_ROWS": "0",
                              "WELL_ASSETS_SENSOR_INTERVAL": "10"})
     try:
-        stack.start_dev() if how == "dagster dev" else stack.start()
+        stack.start_dev()
         sensor = stack.start_sensor()
         # The sensor's first tick registers the demo source's pages and imports them; its
         # run uses the bundled service too, started in the run's own process.
@@ -68,3 +68,12 @@ def test_ctrl_c_leaves_no_process_of_the_stack(tmp_path, how):
         assert time.monotonic() - began <= 30
     finally:
         stack.stop()
+
+
+@pytest.mark.stops_live_stack
+def test_ctrl_c_of_the_webserver_and_the_daemon_leaves_no_process(live_stack):
+    """Runs last (conftest orders it): the session's stack, with every run it served, stops."""
+    live_stack.assert_runs_left_nothing()
+    live_stack.interrupt()  # Ctrl-C in both terminals
+    wait_for("every process of the stack gone", lambda: not live_stack.leftovers(), 30,
+             on_timeout=lambda: "\n".join(live_stack.leftovers()) + "\n" + live_stack.logs())
