@@ -13,8 +13,9 @@ then per round runs, each as a subprocess with a fresh DuckDB file:
 in the order A B F A B F ... . Wall time is measured around the process (so Python and
 Dagster start-up count); CPU comes from os.wait4's rusage of that child (exact, includes
 its own children). Peak RSS is the process tree's: the child's peak from wait4 plus the
-peak of each of its descendants (the import's page fetcher process), sampled every 50 ms
-from /proc; an upper bound, since the peaks need not coincide. Every run is checked: exit status 0 and
+largest sum of the peaks of its descendants alive together (the import's page fetcher
+process, one per run), sampled every 50 ms from /proc; an upper bound, since the peaks
+need not coincide. Every run is checked: exit status 0 and
 well_production holding exactly the served number of rows (and every page in the ledger
 succeeded, for the import). The import's own split comes from `odata_page_log`.
 
@@ -123,25 +124,25 @@ def _descendants(pid: int) -> list[int]:
 
 
 class _TreeSampler(threading.Thread):
-    """Every 50 ms, the peak RSS (VmHWM) of each descendant of ``pid`` (not ``pid`` itself,
-    whose exact peak comes from wait4). The import starts a page fetcher process; its peak
-    is added to the import's, so the figure is an upper bound of the tree's RSS."""
+    """Every 50 ms, the peak RSS (VmHWM) of the descendants of ``pid`` alive at that moment
+    (not ``pid`` itself, whose exact peak comes from wait4), summed; the largest such sum
+    is added to the import's peak, so the figure is an upper bound of the tree's RSS. Each
+    run of an import has a page fetcher process of its own, one after the other: summing
+    only the ones alive together does not count a finished run's fetcher again."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peaks, self._stop_flag = pid, {}, threading.Event()
+        self.pid, self.largest, self._stop_flag = pid, 0.0, threading.Event()
 
     def run(self) -> None:
         while not self._stop_flag.wait(0.05):
-            for child in _descendants(self.pid):
-                mb = _proc_peak_rss_mb(child)
-                if mb is not None:
-                    self.peaks[child] = max(self.peaks.get(child, 0.0), mb)
+            alive = (_proc_peak_rss_mb(child) for child in _descendants(self.pid))
+            self.largest = max(self.largest, sum(mb for mb in alive if mb is not None))
 
     def stop(self) -> float:
         self._stop_flag.set()
         self.join()
-        return sum(self.peaks.values())
+        return self.largest
 
 
 def run_child(run: ChildRun, *, env: dict, cwd: Path, timeout: float, server_pid: int | None) -> ChildRun:
