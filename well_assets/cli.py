@@ -62,19 +62,24 @@ def _import(args) -> int:
         max_pages = whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None
     except WellAssetsError as exc:
         return fail(exc, args.json, EXIT_USAGE)
-    from well_assets.importer import ImportRequest, run_import
+    from well_assets.fetch_worker import PageFetcher
 
-    request = ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages)
-    # The heavy imports are done: move their objects out of the collector's sight. Every
-    # later collection, and the final one at exit (~1 s after importing Dagster), skips them.
-    gc.freeze()
-    show_progress = not args.no_progress and not args.json and sys.stderr.isatty()
-    try:
-        summary = run_import(request, progress_bar=show_progress)
-    except ConfigError as exc:  # a setting found invalid only when used (e.g. an uncreatable directory)
-        return fail(exc, args.json, EXIT_USAGE)
-    except WellAssetsError as exc:
-        return fail(exc, args.json, EXIT_FAILED)
+    # The page fetcher's process starts first: its imports (Polars, Pandera, httpx) run
+    # on the other core while this process imports Dagster.
+    with PageFetcher() as fetcher:
+        from well_assets.importer import ImportRequest, run_import
+
+        request = ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages)
+        # The heavy imports are done: move their objects out of the collector's sight. Every
+        # later collection, and the final one at exit, skips them.
+        gc.freeze()
+        show_progress = not args.no_progress and not args.json and sys.stderr.isatty()
+        try:
+            summary = run_import(request, progress_bar=show_progress, fetcher=fetcher)
+        except ConfigError as exc:  # a setting found invalid only when used (e.g. an uncreatable directory)
+            return fail(exc, args.json, EXIT_USAGE)
+        except WellAssetsError as exc:
+            return fail(exc, args.json, EXIT_FAILED)
     from well_assets import report
 
     if args.json:

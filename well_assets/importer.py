@@ -21,6 +21,7 @@ from well_assets import progress, report
 from well_assets.assets import MAX_PAGES_PER_RUN, well_production
 from well_assets.definitions import build_definitions
 from well_assets.errors import PaginationError, WellAssetsError
+from well_assets.fetch_worker import PageFetcher
 from well_assets.jobs import range_tags
 from well_assets.names import IMPORT_TAG, TRIGGER_TAG
 from well_assets.partitions import page_count, register_pages
@@ -95,7 +96,8 @@ def plan_pages(source_count: int, page_size: int, start_page: int, max_pages: in
     return list(range(start_page, end))
 
 
-def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
+def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: PageFetcher | None = None) -> dict:
+    """Runs the import; ``fetcher``: a page fetcher the caller owns, else the resource starts one."""
     defs = build_definitions(request.settings)
     store = defs.resources["wells_db"].store()  # plain settings, no EnvVar to resolve
     run_errors: list[str] = []
@@ -104,11 +106,12 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False) -> dict:
     import_id = str(uuid.uuid4())  # the runs of this command are one import
     with _instance() as instance:
         # The command holds the OData resource open for all its runs (EnvVar secrets
-        # resolved, the bundled demo service started when no URL is set, the page
-        # fetcher started now so that its start-up overlaps the count and the first run's);
-        # leaving the block stops both.
+        # resolved, the bundled demo service started when no URL is set, one page fetcher
+        # for every run); leaving the block stops what the resource started.
         with dg.build_resources({"odata": defs.resources["odata"]}, instance=instance) as resources:
             odata = resources.odata
+            if fetcher is not None:
+                odata.use_page_fetcher(fetcher)
             odata.page_fetcher()
             with odata.client(run_id="cli") as client:
                 source_count = client.count()

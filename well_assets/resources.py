@@ -63,6 +63,7 @@ class ODataResource(dg.ConfigurableResource):
 
     _embedded: Any = PrivateAttr(default=None)  # the bundled demo service while open
     _fetcher: PageFetcher | None = PrivateAttr(default=None)
+    _owns_fetcher: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if not self.base_url:
@@ -74,7 +75,7 @@ class ODataResource(dg.ConfigurableResource):
         fetcher, self._fetcher = self._fetcher, None
         embedded, self._embedded = self._embedded, None
         try:
-            if fetcher is not None:
+            if fetcher is not None and self._owns_fetcher:
                 fetcher.close()
         finally:
             if embedded is not None:
@@ -83,8 +84,15 @@ class ODataResource(dg.ConfigurableResource):
     def page_fetcher(self) -> PageFetcher:
         """The page fetcher process of this resource (started on first use, stopped at teardown)."""
         if self._fetcher is None:
-            self._fetcher = PageFetcher().start()
+            self._fetcher, self._owns_fetcher = PageFetcher().start(), True
         return self._fetcher
+
+    def use_page_fetcher(self, fetcher: PageFetcher) -> None:
+        """Fetch with ``fetcher``, which the caller started and closes (the CLI starts it
+        before importing Dagster, so that the fetcher's start-up overlaps Dagster's)."""
+        if self._fetcher is not None:
+            raise RuntimeError("this resource already has a page fetcher")
+        self._fetcher, self._owns_fetcher = fetcher, False
 
     @property
     def service_url(self) -> str:
