@@ -139,7 +139,7 @@ def analyse(raw_path: Path, rate: int, top: int) -> str:
 
 def inner(args) -> int:
     """The profiled process: one import through the CLI's main()."""
-    from well_assets import cli
+    from well_assets.cli import main as cli
 
     began = time.perf_counter()
     argv = ["import", "--base-url", args.base_url, "--database", args.database, "--json", "--no-progress"]

@@ -192,7 +192,7 @@ def well_assets_cmd() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("well-assets")
-    return [found] if found else [sys.executable, "-m", "well_assets.cli"]
+    return [found] if found else [sys.executable, "-m", "well_assets.cli.main"]
 
 
 def _get_json(url: str, timeout: float = 10.0) -> dict:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 # -- Dagster names (DESIGN.md "Names") --------------------------------------------------
 LOCATION_NAME = "well_assets"
-REPOSITORY_NAME = "__repository__"  # Dagster's name for the repository of a Definitions
+
 ASSET_NAME = "well_production"
 REPORT_ASSET_NAME = "well_production_import_report"
 JOB_NAME = "odata_import_job"

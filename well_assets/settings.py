@@ -1,18 +1,22 @@
 """Settings from the environment, validated before anything is written.
 
-Every entry point (CLI, Dagster definitions, sensors) reads settings through this module.
-With ODATA_BASE_URL unset the OData resource starts the bundled demo service while it is
-open (see resources.ODataResource).
+Every entry point (the code location, the CLI) reads its settings through ``Settings``,
+once: the code location when Dagster loads it (``defs.definitions``), the CLI when it
+starts. A bad value is a ConfigError naming the variable (or the flag) and the allowed
+values. With ODATA_BASE_URL unset the OData resource starts the bundled demo service while
+it is open (``defs.resources.ODataResource``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from well_assets.errors import ConfigError
 
@@ -69,18 +73,73 @@ def validate_database(value: Any, setting: str = "WELLS_DATABASE") -> Path:
     return path
 
 
+def _number(env: Mapping[str, str], name: str, default: float, *, whole: bool = False, least: float = 0,
+            most: float | None = None) -> float:
+    """A number setting from ``env`` (default when unset or empty), or a ConfigError naming it."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    allowed = (f"a whole number from {least:g}" if whole else f"a number >= {least:g}") + (
+        f" to {most:g}" if most is not None and whole else (f" and <= {most:g}" if most is not None else ""))
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, allowed) from None
+    if value < least or (most is not None and value > most) or value != value:
+        raise ConfigError(name, raw, allowed)
+    return value
+
+
+CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+
+
+def validate_cron(value: str, setting: str) -> str:
+    """Five cron fields (minute hour day month weekday); Dagster checks the values when it
+    builds the schedule (``defs.schedules``), naming this setting if it refuses them."""
+    fields = value.split()
+    if len(fields) != 5 or not all(CRON_FIELD.match(f) for f in fields):
+        raise ConfigError(setting, value, "a cron expression with 5 fields, e.g. '0 2 * * *' (02:00 every day)")
+    return value
+
+
+def validate_timezone(value: str, setting: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(setting, value, "an IANA time zone name, e.g. UTC, Europe/Oslo, America/Chicago") from None
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
-    """The DESIGN.md settings, read from the environment."""
+    """Every setting of the README's table, read from the environment and validated in one
+    place: the code location reads them when Dagster loads it, the CLI when it starts.
+    Only the first five are needed to build one; the others have their defaults."""
 
     base_url: str | None
-    entity_set: str
-    page_size: int
-    filter: str | None
-    database: str
+    entity_set: str = DEFAULT_ENTITY_SET
+    page_size: int = DEFAULT_PAGE_SIZE
+    filter: str | None = None
+    database: str = DEFAULT_DATABASE
+    # the OData client
+    min_interval: float = 0.0
+    max_retries: int = 5
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    max_retry_after: float = 120.0
+    read_timeout: float = 60.0
+    cache_dir: str | None = "<database dir>/odata-cache"  # resolved by cache_directory
+    # the bundled demo service (no base_url)
+    demo_rows: int = 150_000
+    demo_bad_rows: float = 0.001
+    # the sensor and the schedule
+    sensor_interval: int = 300
+    refresh_cron: str = "0 2 * * *"
+    refresh_timezone: str = "UTC"
+    refresh_tail_pages: int = 3
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         base_url = env.get("ODATA_BASE_URL") or None
         return cls(
@@ -89,4 +148,30 @@ class Settings:
             page_size=validate_page_size(env.get("ODATA_PAGE_SIZE", DEFAULT_PAGE_SIZE)),
             filter=env.get("ODATA_FILTER") or None,
             database=str(validate_database(env.get("WELLS_DATABASE", DEFAULT_DATABASE))),
+            min_interval=_number(env, "ODATA_MIN_INTERVAL", 0.0),
+            max_retries=int(_number(env, "ODATA_MAX_RETRIES", 5, whole=True, most=100)),
+            backoff_base=_number(env, "ODATA_BACKOFF_BASE", 0.5),
+            backoff_cap=_number(env, "ODATA_BACKOFF_CAP", 30.0),
+            max_retry_after=_number(env, "ODATA_MAX_RETRY_AFTER", 120.0),
+            read_timeout=_number(env, "ODATA_TIMEOUT", 60.0, least=0.001),
+            cache_dir=env.get("ODATA_CACHE_DIR", cls.cache_dir),
+            demo_rows=int(_number(env, "WELL_ASSETS_DEMO_ROWS", 150_000, whole=True, most=50_000_000)),
+            demo_bad_rows=_number(env, "WELL_ASSETS_DEMO_BAD_ROWS", 0.001, most=0.5),
+            sensor_interval=int(_number(env, "WELL_ASSETS_SENSOR_INTERVAL", 300, whole=True, least=10, most=86400)),
+            refresh_cron=validate_cron(env.get("WELL_ASSETS_REFRESH_CRON", cls.refresh_cron), "WELL_ASSETS_REFRESH_CRON"),
+            refresh_timezone=validate_timezone(env.get("WELL_ASSETS_REFRESH_TIMEZONE", cls.refresh_timezone),
+                                               "WELL_ASSETS_REFRESH_TIMEZONE"),
+            refresh_tail_pages=int(_number(env, "WELL_ASSETS_REFRESH_TAIL_PAGES", 3, whole=True, least=1, most=1000)),
         )
+
+    def with_overrides(self, **changes) -> "Settings":
+        """These settings with some replaced (the CLI's flags)."""
+        return replace(self, **changes)
+
+    @property
+    def cache_directory(self) -> str | None:
+        """The response cache directory: ODATA_CACHE_DIR, by default beside the database;
+        set empty to turn the cache off."""
+        if self.cache_dir == Settings.cache_dir:
+            return str(Path(self.database).parent / "odata-cache")
+        return self.cache_dir or None

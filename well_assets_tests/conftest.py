@@ -93,7 +93,7 @@ def dagster_home(tmp_path, monkeypatch):
 @pytest.fixture
 def page_fetcher():
     """A started PageFetcher (its own process), closed after the test."""
-    from well_assets.fetch_worker import PageFetcher
+    from well_assets.pages.fetcher import PageFetcher
 
     with PageFetcher() as fetcher:
         yield fetcher
@@ -113,8 +113,8 @@ def run_import(db_path):
 
     `run_import(server, page_size=500, start_page=0, max_pages=None, database=db_path)`.
     """
-    from well_assets.importer import ImportRequest
-    from well_assets.importer import run_import as _run
+    from well_assets.cli.importer import ImportRequest
+    from well_assets.cli.importer import run_import as _run
     from well_assets.settings import Settings
 
     def run(server, *, page_size: int = 1000, start_page: int = 0, max_pages: int | None = None,

@@ -1,7 +1,7 @@
 """A reconstructable `odata_import_job` for re-execution tests (settings from the environment)."""
 
-from well_assets.definitions import build_definitions
+from well_assets.defs.definitions import defs
 
 
 def import_job():
-    return build_definitions().resolve_job_def("odata_import_job")
+    return defs().resolve_job_def("odata_import_job")

@@ -3,7 +3,7 @@
 import datetime as dt
 
 from well_assets.storage import PageWrite
-from well_assets.validation import validate_page
+from well_assets.validation.page import validate_page
 
 SOURCE = "http://127.0.0.1:8000/odata/WellProduction"
 

@@ -6,9 +6,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from well_assets.definitions import build_definitions
-from well_assets.jobs import range_tags
-from well_assets.partitions import register_pages
+from well_assets.defs.definitions import build_definitions
+from well_assets.defs.jobs import range_tags
+from well_assets.defs.partitions import register_pages
 from well_assets.settings import Settings
 from well_assets_tests.expected import expected_table
 

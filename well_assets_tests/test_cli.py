@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from well_assets.cli import main
+from well_assets.cli.main import main
 from well_assets_tests.expected import query
 
 SUMMARY_KEYS = {
@@ -57,7 +57,7 @@ def test_bad_flags_are_refused_before_anything_is_written(flags, named, allowed,
 )
 def test_bad_environment_setting_names_the_variable(name, value, allowed, tmp_path):
     # A fresh process: the definitions module must not have been imported already.
-    out = subprocess.run([sys.executable, "-m", "well_assets.cli", "import", "--database", str(tmp_path / "w.duckdb")],
+    out = subprocess.run([sys.executable, "-m", "well_assets.cli.main", "import", "--database", str(tmp_path / "w.duckdb")],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120, env={**os.environ, name: value})
     assert out.returncode == 2, out.stderr[-2000:]
     assert name in out.stderr and allowed in out.stderr and "Traceback" not in out.stderr
@@ -135,7 +135,7 @@ def test_progress_bar_on_a_terminal_and_subcommand_on_path(demo_server, tmp_path
 
 def test_cron_run_prints_no_progress_bar(demo_server, tmp_path):
     server = demo_server(rows=1000)
-    out = subprocess.run([sys.executable, "-m", "well_assets.cli", "import", "--base-url", server.base_url,
+    out = subprocess.run([sys.executable, "-m", "well_assets.cli.main", "import", "--base-url", server.base_url,
                           "--database", str(tmp_path / "w.duckdb")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "page 1 of 1" not in out.stderr and "ETA" not in out.stderr

@@ -31,7 +31,7 @@ CHILD = textwrap.dedent(
         return original(con, row)
 
     page_write._insert_ledger = stall
-    from well_assets.cli import main
+    from well_assets.cli.main import main
     sys.exit(main(sys.argv[3:]))
     """
 )
@@ -66,7 +66,7 @@ def test_sigkill_mid_page_then_rerun_gives_the_exact_table(demo_server, db_path,
     assert committed[1] == 2 and rows_inside_transaction > committed[0]
     assert query(db_path, "select count(*) from well_production where source_page = 3")[0][0] == 0
 
-    rerun = subprocess.run([sys.executable, "-m", "well_assets.cli", *args], capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run([sys.executable, "-m", "well_assets.cli.main", *args], capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert stored_table(db_path) == expected_table(server)
     assert Path(db_path).exists()

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from well_assets.definitions import defs
+from well_assets.defs.definitions import defs
+
+DEFS = defs()  # what Dagster loads
 
 PACKAGE = Path(__file__).resolve().parents[1] / "well_assets"
 ROOT = PACKAGE.parent
@@ -25,7 +27,7 @@ def test_dagster_validates_the_workspace(tmp_path):
 
 
 def test_assets_carry_what_the_ui_shows():
-    graph = defs.resolve_asset_graph()
+    graph = DEFS.resolve_asset_graph()
     for name in ("well_production", "well_production_import_report"):
         node = graph.get(dg.AssetKey(name))
         assert node.description and len(node.description) > 40
@@ -41,13 +43,13 @@ def test_assets_carry_what_the_ui_shows():
 
 
 def test_job_sensor_schedule_and_checks_are_wired():
-    job = defs.resolve_job_def("odata_import_job")
+    job = DEFS.resolve_job_def("odata_import_job")
     assert job.description
     check_names = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}
     assert check_names == {"well_production_unique_keys", "well_production_schema", "well_production_reconciliation"}
-    sensor = defs.resolve_sensor_def("odata_page_sensor")
+    sensor = DEFS.resolve_sensor_def("odata_page_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED and sensor.description
-    schedule = defs.resolve_schedule_def("odata_nightly_refresh")
+    schedule = DEFS.resolve_schedule_def("odata_nightly_refresh")
     assert schedule.job_name == "odata_import_job" and schedule.description
 
 
@@ -62,11 +64,33 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_client_and_asset_code_never_import_the_demo_service_and_the_client_no_dagster():
-    pipeline = [*PACKAGE.glob("odata/*.py"), *PACKAGE.glob("storage/*.py"),
-                *(PACKAGE / n for n in ("assets.py", "pages.py", "schema.py", "checks.py", "report.py", "sensors.py",
-                                        "schedules.py", "jobs.py", "partitions.py", "metadata.py"))]
-    for path in pipeline:
+def _modules(*folders: str) -> list[Path]:
+    return [path for folder in folders for path in (PACKAGE / folder).glob("*.py")]
+
+
+def test_the_libraries_know_nothing_of_dagster():
+    """odata/, storage/, validation/, pages/ and reporting/ are plain libraries: only
+    defs/ (the Dagster layer) and cli/ (a Dagster client) import Dagster."""
+    libraries = _modules("odata", "storage", "validation", "pages", "reporting") + [
+        PACKAGE / name for name in ("names.py", "settings.py", "errors.py")]
+    assert len(libraries) > 20
+    for path in libraries:
+        assert not any(m == "dagster" or m.startswith(("dagster.", "dagster_")) for m in _imported_modules(path)), path
+
+
+def test_nothing_but_the_resource_and_the_cli_starts_the_demo_service():
+    for path in [*_modules("odata", "storage", "validation", "pages", "reporting", "defs")]:
+        if path.name == "resources.py":
+            continue  # the OData resource starts it when no ODATA_BASE_URL is set
         assert not any(m.startswith("well_assets.demo_service") for m in _imported_modules(path)), path
-    for path in PACKAGE.glob("odata/*.py"):
-        assert not any(m == "dagster" or m.startswith("dagster") for m in _imported_modules(path)), path
+
+
+def test_importing_the_code_location_reads_and_starts_nothing(tmp_path):
+    """Settings are read when Dagster calls defs(), not at import: a bad value does not
+    stop the import, and nothing is started or written."""
+    code = "import well_assets.defs.definitions as d; import threading; print(threading.active_count())"
+    env = {**os.environ, "ODATA_PAGE_SIZE": "not a number", "WELLS_DATABASE": str(tmp_path / "db" / "w.duckdb")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "1"  # no server thread, no fetcher reader
+    assert list(tmp_path.iterdir()) == []

@@ -286,7 +286,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [
     [sys.executable, "-m", "well_assets.demo_service"],
-    [sys.executable, "-m", "well_assets.cli", "demo-server"],  # what `well-assets demo-server` runs
+    [sys.executable, "-m", "well_assets.cli.main", "demo-server"],  # what `well-assets demo-server` runs
 ])
 def test_cli_with_150k_rows_accepts_requests_within_5_seconds(command):
     """Measured from process start, import time included.

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from well_assets import fetch_worker
+from well_assets.pages import fetcher as fetch_worker
 from well_assets.errors import ExternalApiError, ValidationError, WellAssetsError
 from well_assets.odata import ClientConfig, ODataClient
-from well_assets.schema import ValidationSettings
-from well_assets.validation import validate_page
+from well_assets.validation.model import ValidationSettings
+from well_assets.validation.page import validate_page
 from well_assets_tests.odata_helpers import set_faults
 
 
@@ -125,7 +125,7 @@ def test_a_worker_whose_parent_dies_exits_on_its_own(demo_server, tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent("""
         import sys, time
-        from well_assets.fetch_worker import PageFetcher
+        from well_assets.pages.fetcher import PageFetcher
         fetcher = PageFetcher().start()
         print(fetcher.pid, flush=True)
         time.sleep(600)
@@ -148,9 +148,9 @@ def test_a_script_without_a_main_guard_is_not_re_run_in_the_worker(demo_server, 
     marker = tmp_path / "runs.txt"
     script = tmp_path / "unguarded.py"
     script.write_text(textwrap.dedent(f"""
-        from well_assets import fetch_worker
+        from well_assets.pages import fetcher as fetch_worker
         from well_assets.odata import ClientConfig
-        from well_assets.schema import ValidationSettings
+        from well_assets.validation.model import ValidationSettings
         with open({str(marker)!r}, "a") as f:
             f.write("ran\\n")
         task = fetch_worker.PageTask(ClientConfig(base_url={server.base_url!r}, page_size=500), 1,

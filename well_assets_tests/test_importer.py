@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from well_assets.errors import ConfigError, PaginationError
-from well_assets.importer import plan_pages
+from well_assets.cli.importer import plan_pages
 from well_assets_tests.expected import expected_table, query, stored_table
 
 FULL_ROWS = 150_000
@@ -122,13 +122,15 @@ def test_plan_pages_refuses_a_start_past_the_end():
 
 
 def test_embedded_demo_service_is_used_when_no_base_url_is_set(db_path, monkeypatch):
-    from well_assets.importer import ImportRequest
-    from well_assets.importer import run_import as run
+    from well_assets.cli.importer import ImportRequest
+    from well_assets.cli.importer import run_import as run
     from well_assets.settings import Settings
 
     monkeypatch.setenv("WELL_ASSETS_DEMO_ROWS", "1500")
     monkeypatch.setenv("WELL_ASSETS_DEMO_BAD_ROWS", "0")
-    settings = Settings(base_url=None, entity_set="WellProduction", page_size=500, filter=None, database=db_path)
+    monkeypatch.setenv("ODATA_PAGE_SIZE", "500")
+    monkeypatch.setenv("WELLS_DATABASE", db_path)
+    settings = Settings.from_env()
     summary = run(ImportRequest(settings=settings))
     assert summary["success"] and summary["data"]["import_summary"]["new_records"] == 1500
     sources = query(db_path, "select distinct source from odata_page_log")
@@ -138,7 +140,7 @@ def test_embedded_demo_service_is_used_when_no_base_url_is_set(db_path, monkeypa
 def test_cli_runs_land_in_dagster_home_with_one_materialization_per_page(demo_server, db_path, dagster_home):
     import dagster as dg
 
-    from well_assets.cli import main
+    from well_assets.cli.main import main
 
     server = demo_server(rows=1500)
     assert main(["import", "--base-url", server.base_url, "--database", db_path, "--page-size", "500"]) == 0
@@ -154,8 +156,8 @@ def test_ranged_runs_write_pages_and_only_the_last_runs_report_and_checks(demo_s
                                                                           monkeypatch):
     import dagster as dg
 
-    from well_assets import importer
-    from well_assets.cli import main
+    from well_assets.cli import importer
+    from well_assets.cli.main import main
 
     monkeypatch.setattr(importer, "MAX_PAGES_PER_RUN", 2)
     server = demo_server(rows=2500, bad_rows=0.01)
@@ -177,7 +179,7 @@ def test_ranged_runs_write_pages_and_only_the_last_runs_report_and_checks(demo_s
 
 
 def test_writer_connection_is_reopened_between_pages_without_losing_any(demo_server, run_import, db_path, monkeypatch):
-    from well_assets.storage import io_manager
+    from well_assets.defs import io_manager
 
     monkeypatch.setattr(io_manager, "REOPEN_EVERY_PAGES", 2)
     opened = []
@@ -192,7 +194,7 @@ def test_writer_connection_is_reopened_between_pages_without_losing_any(demo_ser
 def test_throwaway_instance_stores_every_event_without_a_connection_per_write(monkeypatch):
     import dagster as dg
 
-    from well_assets import importer
+    from well_assets.cli import importer
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     parts = dg.StaticPartitionsDefinition(["a", "b", "c", "d"])
@@ -223,7 +225,7 @@ def test_throwaway_instance_stores_every_event_without_a_connection_per_write(mo
 
 @pytest.mark.parametrize("pages_per_run", [2, 500])
 def test_every_page_is_requested_once(demo_server, run_import, db_path, monkeypatch, pages_per_run):
-    from well_assets import importer
+    from well_assets.cli import importer
 
     monkeypatch.setattr(importer, "MAX_PAGES_PER_RUN", pages_per_run)
     server = demo_server(rows=2500, bad_rows=0.01)

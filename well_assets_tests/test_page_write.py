@@ -20,7 +20,7 @@ from well_assets.storage import (
     table_row_count,
 )
 from well_assets.storage import page_write
-from well_assets.validation import validate_page
+from well_assets.validation.page import validate_page
 from well_assets_tests.storage_helpers import SOURCE, make_page, rec
 
 

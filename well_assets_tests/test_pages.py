@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 
-from well_assets import pages as pages_module
+from well_assets.pages import stream as pages_module
 from well_assets.odata import ClientConfig
-from well_assets.pages import PageStream
+from well_assets.pages.stream import PageStream
 
 
 def _stream(fetcher, server, pages: range, prefetch: int = 2) -> PageStream:

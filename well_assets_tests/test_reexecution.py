@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from well_assets.jobs import range_tags
-from well_assets.partitions import register_pages
+from well_assets.defs.jobs import range_tags
+from well_assets.defs.partitions import register_pages
 from well_assets.storage import page_write
 from well_assets_tests.expected import expected_table, query, stored_table
 from well_assets_tests.reexecution_job import import_job

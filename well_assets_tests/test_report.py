@@ -10,8 +10,8 @@ import re
 import dagster as dg
 import pytest
 
-from well_assets import report
-from well_assets.cli import main
+from well_assets.reporting import summary as report
+from well_assets.cli.main import main
 
 
 def _report_materializations(instance) -> list[dg.AssetMaterialization]:

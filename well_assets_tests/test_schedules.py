@@ -8,9 +8,9 @@ import socket
 import dagster as dg
 import pytest
 
-from well_assets.definitions import build_definitions
+from well_assets.defs.definitions import build_definitions
 from well_assets.errors import ConfigError
-from well_assets.schedules import RefreshSettings, odata_nightly_refresh, tail_range
+from well_assets.defs.schedules import build_nightly_refresh, tail_range
 from well_assets.settings import Settings
 
 START = "dagster/asset_partition_range_start"
@@ -84,6 +84,9 @@ def test_tail_range():
     assert tail_range(150, 3) == (147, 149)
 
 
+odata_nightly_refresh = build_nightly_refresh(Settings(base_url=None))
+
+
 def test_schedule_defaults():
     assert odata_nightly_refresh.cron_schedule == "0 2 * * *"
     assert odata_nightly_refresh.execution_timezone == "UTC"
@@ -92,15 +95,19 @@ def test_schedule_defaults():
     assert "\n" not in odata_nightly_refresh.description
 
 
-def test_settings_from_env_are_validated():
-    s = RefreshSettings.from_env({"WELL_ASSETS_REFRESH_CRON": "30 1 * * 1-5",
+def test_settings_from_env_are_validated_and_used():
+    settings = Settings.from_env({"WELL_ASSETS_REFRESH_CRON": "30 1 * * 1-5",
                                   "WELL_ASSETS_REFRESH_TIMEZONE": "Europe/Oslo",
                                   "WELL_ASSETS_REFRESH_TAIL_PAGES": "5"})
-    assert (s.cron, s.timezone, s.tail_pages) == ("30 1 * * 1-5", "Europe/Oslo", 5)
+    schedule = build_nightly_refresh(settings)
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 1 * * 1-5", "Europe/Oslo")
+    assert "last 5 OData pages" in schedule.description
     with pytest.raises(ConfigError, match="WELL_ASSETS_REFRESH_CRON.*cron expression"):
-        RefreshSettings.from_env({"WELL_ASSETS_REFRESH_CRON": "every night"})
+        Settings.from_env({"WELL_ASSETS_REFRESH_CRON": "every night"})
+    with pytest.raises(ConfigError, match="WELL_ASSETS_REFRESH_CRON.*Dagster accepts"):
+        build_nightly_refresh(Settings.from_env({"WELL_ASSETS_REFRESH_CRON": "61 * * * *"}))
     with pytest.raises(ConfigError, match="WELL_ASSETS_REFRESH_TIMEZONE.*IANA"):
-        RefreshSettings.from_env({"WELL_ASSETS_REFRESH_TIMEZONE": "Mars/Olympus"})
+        Settings.from_env({"WELL_ASSETS_REFRESH_TIMEZONE": "Mars/Olympus"})
     for bad in ("0", "x", "-2"):
         with pytest.raises(ConfigError, match="WELL_ASSETS_REFRESH_TAIL_PAGES.*1 to 1000"):
-            RefreshSettings.from_env({"WELL_ASSETS_REFRESH_TAIL_PAGES": bad})
+            Settings.from_env({"WELL_ASSETS_REFRESH_TAIL_PAGES": bad})

@@ -9,16 +9,9 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from well_assets import errors
-from well_assets.schema import (
-    COLUMNS,
-    KEY,
-    ODATA_TO_COLUMN,
-    REJECT_COLUMNS,
-    VOLUME_COLUMNS,
-    ValidationSettings,
-    pandera_model,
-)
-from well_assets.validation import validate_page
+from well_assets.validation.columns import COLUMNS, KEY, ODATA_TO_COLUMN, REJECT_COLUMNS, VOLUME_COLUMNS
+from well_assets.validation.model import ValidationSettings, well_production_model
+from well_assets.validation.page import validate_page
 
 
 def rec(code="WELL_001", date="2023-01-01", oil=1.0, gas=2.0, water=3.0, **extra):
@@ -120,7 +113,7 @@ def test_not_a_number_reason_and_max_volume_setting():
     strict = validate_page([rec(oil=2000)], ValidationSettings(max_daily_volume=1000))
     assert strict.rejects["check"].to_list() == ["less_than_or_equal_to(1000.0)"]
     # the model is built once per settings value
-    assert pandera_model(ValidationSettings(1000)) is pandera_model(ValidationSettings(1000.0))
+    assert well_production_model(ValidationSettings(1000)) is well_production_model(ValidationSettings(1000.0))
 
 
 def test_invalid_max_volume_is_a_config_error():
@@ -153,11 +146,11 @@ def test_dates(raw, ok):
     assert page.valid.height == 0
     r = page.rejects.row(0, named=True)
     assert r["column"] == "production_date"
-    assert r["check"] == ("not_null" if raw is None else "parse_date")
+    assert r["check"] == ("not_nullable" if raw is None else "parse_date")
     assert r["production_date"] == (None if raw is None else str(raw))
 
 
-@pytest.mark.parametrize("code, check", [(None, "not_null"), ("", "str_length(1, None)")])
+@pytest.mark.parametrize("code, check", [(None, "not_nullable"), ("", "str_length(1, None)")])
 def test_missing_key(code, check):
     page = validate_page([rec(code=code), rec(code="WELL_002")])
     assert page.valid["well_code"].to_list() == ["WELL_002"]
@@ -171,7 +164,7 @@ def test_property_missing_from_some_records_is_null():
     w = rec(date="2023-01-02")
     del w["WaterProduction"]
     page = validate_page([r, w])
-    assert page.rejects["check"].to_list() == ["not_null"]
+    assert page.rejects["check"].to_list() == ["not_nullable"]
     assert page.valid["water_production"].to_list() == [None]
 
 
@@ -188,8 +181,8 @@ def test_several_failures_one_reject_row_first_failure_named():
         "water_production",
     ]
     # an unparseable cell is reported once, not also as a null by Pandera
-    assert "not_null" not in first["reason"]
-    assert (second["column"], second["check"]) == ("well_code", "not_null")
+    assert "not_nullable" not in first["reason"]
+    assert (second["column"], second["check"]) == ("well_code", "not_nullable")
     assert "oil_production: parse_float" in second["reason"]
 
 

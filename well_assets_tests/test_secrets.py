@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from well_assets.cli import main
+from well_assets.cli.main import main
 from well_assets_tests.expected import expected_table, query
 
 TOKEN = "s3cr3t-T0KEN-never-logged-7f1c"

@@ -15,16 +15,13 @@ import dagster as dg
 import httpx
 import pytest
 
-from well_assets.definitions import build_definitions
+from well_assets.defs.definitions import build_definitions
 from well_assets.errors import ConfigError
-from well_assets.partitions import odata_pages
-from well_assets.sensors import (
-    odata_page_sensor,
-    parse_cursor,
-    plan_tick,
-    sensor_interval_from_env,
-)
+from well_assets.defs.partitions import odata_pages
+from well_assets.defs.sensors import build_page_sensor, parse_cursor, plan_tick
 from well_assets.settings import Settings
+
+odata_page_sensor = build_page_sensor(Settings(base_url=None))
 
 ROWS = 5000
 PAGE_SIZE = 1000
@@ -168,11 +165,12 @@ def test_sensor_is_off_by_default_with_a_one_line_description():
     assert odata_page_sensor.minimum_interval_seconds == 300
 
 
-def test_sensor_interval_setting_is_validated():
-    assert sensor_interval_from_env({"WELL_ASSETS_SENSOR_INTERVAL": "60"}) == 60
+def test_sensor_interval_setting_is_validated_and_used():
+    settings = Settings.from_env({"WELL_ASSETS_SENSOR_INTERVAL": "60"})
+    assert build_page_sensor(settings).minimum_interval_seconds == 60
     for bad in ("0", "abc", "5", "1e3"):
         with pytest.raises(ConfigError, match="WELL_ASSETS_SENSOR_INTERVAL.*10 to 86400"):
-            sensor_interval_from_env({"WELL_ASSETS_SENSOR_INTERVAL": bad})
+            Settings.from_env({"WELL_ASSETS_SENSOR_INTERVAL": bad})
 
 
 # -- plan_tick: the decisions, without I/O ----------------------------------------------
@@ -233,7 +231,7 @@ def test_partition_definition_name():
 
 
 def test_invalid_settings_are_reported_as_such(instance):
-    from well_assets.resources import ODataResource
+    from well_assets.defs.resources import ODataResource
 
     with dg.build_sensor_context(instance=instance, resources={"odata": ODataResource(base_url="ftp://nowhere")}) as context:
         message = skip_message(odata_page_sensor(context))

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from well_assets import errors
-from well_assets.schema import COLUMNS
+from well_assets.validation.columns import COLUMNS
 from well_assets.storage import (
     DuckDBStore,
     duplicate_key_count,
@@ -143,22 +143,25 @@ def test_duplicate_key_count_finds_keys_stored_twice_without_a_primary_key(tmp_p
 
 def test_read_helpers(store):
     with store.connection() as con:
-        store.write_page(con, make_page(0, [rec(day=1, oil=10), rec(day=2, oil=500)]))
+        store.write_page(con, make_page(0, [rec(day=1, oil=10), rec(day=2, oil=500)], max_daily_volume=1e9))
+        store.write_page(con, make_page(1, [rec(day=3, oil=50)], max_daily_volume=100))
         table = load_table(con)
         assert table.columns[:5] == list(COLUMNS)
         assert table.columns[5:] == ["source_page", "run_id", "imported_at", "updated_at"]
         assert table.schema["production_date"] == pl.Date
-        assert table_row_count(con) == 2
+        assert table_row_count(con) == 3
         assert duplicate_key_count(con) == 0
         assert schema_violation_count(con) == 0
-        assert schema_violation_count(con, max_daily_volume=100) == 1  # 500 > 100
+        # each row is judged by the limit its page was validated with (the ledger's)
+        store.write_page(con, make_page(2, [rec(day=4, oil=500)], max_daily_volume=100))  # bypassed validation
+        assert schema_violation_count(con) == 1
         # a row that bypassed validation is found
         con.execute(
             "INSERT INTO well_production (well_code, production_date, oil_production) VALUES (?, ?, ?)",
             ["WELL_X", dt.date(2023, 1, 1), -4.0],
         ).fetchall()
-        assert schema_violation_count(con) == 1
-        assert store.table_row_count(con) == 3
+        assert schema_violation_count(con) == 2
+        assert store.table_row_count(con) == 5
 
 
 def test_source_identity_has_no_credentials():

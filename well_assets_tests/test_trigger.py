@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from well_assets import trigger
+from well_assets.cli import trigger
 from well_assets.errors import ConfigError
 
 
@@ -85,7 +85,7 @@ def test_unreachable_webserver_is_a_clear_error(capsys):
 def test_defaults():
     args = parse()
     assert args.url == "http://127.0.0.1:3000" and args.start_page == "0" and args.max_pages is None
-    assert args.location == "well_assets" and args.repository == "__repository__" and not args.wait
+    assert args.location == "well_assets" and args.repository is None and not args.wait
 
 
 # -- plan_range --------------------------------------------------------------------------

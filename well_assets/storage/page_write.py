@@ -23,7 +23,7 @@ import duckdb
 import polars as pl
 
 from well_assets import errors
-from well_assets.schema import COLUMNS, REJECT_COLUMNS, has_duplicate_keys
+from well_assets.validation.columns import COLUMNS, REJECT_COLUMNS, has_duplicate_keys
 from well_assets.storage import sql
 from well_assets.storage.records import PageCounts, PageFailure, PageWrite, key_text, utc_now
 
@@ -242,4 +242,5 @@ def _figures(page: PageWrite | PageFailure) -> dict[str, Any]:
         "import_id": page.import_id,
         "run_started_at": page.run_started_at,
         "rss_mb": page.rss_mb,
+        "max_daily_volume": page.max_daily_volume,
     }

@@ -4,13 +4,11 @@ Module functions taking an open connection, so a caller can run several in one
 (read-only) connection.
 """
 
-import math
-
 import duckdb
 import polars as pl
 
-from well_assets import errors
 from well_assets.storage import sql
+from well_assets.validation.model import DEFAULT_MAX_DAILY_VOLUME
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, statement: str, params: dict | None = None):
@@ -47,12 +45,10 @@ def duplicate_key_count(con: duckdb.DuckDBPyConnection) -> int:
     return int(_scalar(con, sql.DUPLICATE_KEY_COUNT))
 
 
-def schema_violation_count(con: duckdb.DuckDBPyConnection, max_daily_volume: float = 1e9) -> int:
-    """Stored rows that break the validation rules (missing key, negative, NaN/inf or
-    above ``max_daily_volume`` volume)."""
-    if not isinstance(max_daily_volume, (int, float)) or not math.isfinite(max_daily_volume):
-        raise errors.ConfigError("max_daily_volume", max_daily_volume, "a finite number > 0")
-    return int(_scalar(con, sql.SCHEMA_VIOLATION_COUNT, {"max_daily_volume": float(max_daily_volume)}))
+def schema_violation_count(con: duckdb.DuckDBPyConnection) -> int:
+    """Stored rows that break the validation rules they were validated with (missing key,
+    negative, NaN/inf, or a volume above the limit the ledger recorded for their page)."""
+    return int(_scalar(con, sql.SCHEMA_VIOLATION_COUNT, {"default_max": DEFAULT_MAX_DAILY_VOLUME}))
 
 
 def table_row_count(con: duckdb.DuckDBPyConnection) -> int:

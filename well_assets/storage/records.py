@@ -69,6 +69,7 @@ class PageWrite:
     import_id: str | None = None  # the import (CLI command, backfill, run group) the page belongs to
     run_started_at: datetime | None = None  # naive UTC start of the page's run
     rss_mb: float | None = None  # peak memory of the importing processes when the page was written
+    max_daily_volume: float | None = None  # the limit the page was validated with
 
     @classmethod
     def build(
@@ -138,6 +139,7 @@ class PageFailure:
     import_id: str | None = None
     run_started_at: datetime | None = None
     rss_mb: float | None = None
+    max_daily_volume: float | None = None
 
 
 @dataclass(frozen=True)

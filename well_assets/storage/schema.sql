@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS odata_page_log (
 ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS import_id VARCHAR;
 ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS run_started_at TIMESTAMP;
 ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS rss_mb DOUBLE;
+-- The largest daily volume the page was validated with (the schema check judges its rows by it).
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS max_daily_volume DOUBLE;
 
 -- The page size each source was partitioned with (page k = $skip k*page_size).
 CREATE TABLE IF NOT EXISTS odata_import_settings (

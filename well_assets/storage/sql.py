@@ -8,7 +8,7 @@ data or settings.
 
 from importlib import resources
 
-from well_assets.schema import COLUMNS, VOLUME_COLUMNS
+from well_assets.validation.columns import COLUMNS, VOLUME_COLUMNS
 
 SCHEMA_DDL = resources.files("well_assets.storage").joinpath("schema.sql").read_text("utf-8")
 
@@ -96,6 +96,7 @@ LEDGER_COLUMNS = (
     "import_id",
     "run_started_at",
     "rss_mb",
+    "max_daily_volume",
 )
 INSERT_LEDGER_ROW = (
     f"INSERT INTO odata_page_log ({', '.join(LEDGER_COLUMNS)}) "
@@ -160,10 +161,16 @@ SELECT count(*) FROM (
 """
 
 _VOLUME_BAD = " OR ".join(
-    f"{c} < 0 OR {c} > $max_daily_volume OR isnan({c}) OR isinf({c})" for c in VOLUME_COLUMNS
+    f"{c} < 0 OR {c} > coalesce(l.max_daily_volume, $default_max) OR isnan({c}) OR isinf({c})" for c in VOLUME_COLUMNS
 )
+# Stored rows that break the rules they were validated with: every row is judged by the
+# limit of the page that last wrote it (the ledger records it), or the default.
 SCHEMA_VIOLATION_COUNT = f"""
-SELECT count(*) FROM well_production
+WITH limits AS (
+    SELECT page, max_daily_volume FROM odata_page_log WHERE status = 'succeeded'
+    QUALIFY row_number() OVER (PARTITION BY page ORDER BY log_id DESC) = 1
+)
+SELECT count(*) FROM well_production w LEFT JOIN limits l ON w.source_page = l.page
 WHERE well_code IS NULL OR well_code = '' OR production_date IS NULL OR {_VOLUME_BAD}
 """
 

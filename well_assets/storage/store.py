@@ -197,8 +197,8 @@ class DuckDBStore:
     def duplicate_key_count(self, con) -> int:
         return duplicate_key_count(con)
 
-    def schema_violation_count(self, con, max_daily_volume: float = 1e9) -> int:
-        return schema_violation_count(con, max_daily_volume)
+    def schema_violation_count(self, con) -> int:
+        return schema_violation_count(con)
 
     def table_row_count(self, con) -> int:
         return table_row_count(con)

@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
-from well_assets import report, storage
+from well_assets import storage
+from well_assets.reporting import summary as report
 from well_assets.names import import_id
-from well_assets.pages import PageStream
-from well_assets.partitions import odata_pages, page_index
-from well_assets.resources import ODataResource, WellsDatabase
-from well_assets.schema import ValidationSettings
-from well_assets.metadata import COLUMN_SCHEMA, REJECTS_COLUMN_SCHEMA
+from well_assets.pages.stream import PageStream
+from well_assets.defs.partitions import odata_pages, page_index
+from well_assets.defs.resources import ODataResource, WellsDatabase
+from well_assets.validation.model import DEFAULT_MAX_DAILY_VOLUME, ValidationSettings
+from well_assets.defs.metadata import COLUMN_SCHEMA, REJECTS_COLUMN_SCHEMA
 
 # dagster.yaml lists this logger under python_logs, so its INFO+ lines (retries,
 # throttling) reach the run's event log while per-request DEBUG lines stay out of it.
@@ -33,7 +34,7 @@ MAX_PAGES_PER_RUN = 500
 class ImportConfig(dg.Config):
     """Run configuration of a page import."""
 
-    max_daily_volume: float = Field(default=1e9, description="A volume above this is rejected.")
+    max_daily_volume: float = Field(default=DEFAULT_MAX_DAILY_VOLUME, description="A volume above this is rejected.")
     prefetch: int = Field(
         default=4,
         description="Page fetches queued ahead of the page being written (1..8); fetched pages wait in memory, at most 128.",

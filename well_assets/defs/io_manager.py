@@ -17,10 +17,11 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from well_assets import progress
+from well_assets.pages import progress
 from well_assets.errors import DatabaseError, WellAssetsError
-from well_assets.metadata import page_metadata
-from well_assets.pages import PageItem, PageStream
+from well_assets.defs.dagster_internals import add_partition_metadata
+from well_assets.defs.metadata import page_metadata
+from well_assets.pages.stream import PageItem, PageStream
 from well_assets.storage import store as store_module
 from well_assets.storage.records import key_text
 from well_assets.storage.store import DuckDBStore, PageFailure, PageWrite
@@ -66,7 +67,7 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
                         if name != "pages":
                             totals[name] += int(figures[name])
                     totals["pages"] += 1
-                _add_page_metadata(context, item.partition_key, page_metadata(figures))
+                add_partition_metadata(context, item.partition_key, page_metadata(figures))
                 progress.page_done(figures)
         finally:
             writer.close()
@@ -110,6 +111,7 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
             "import_id": stream.import_id,
             "run_started_at": stream.run_started_at,
             # this process (the writer) and the page fetcher, the peak of each so far
+            "max_daily_volume": stream.validation.max_daily_volume,
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + stream.fetcher.peak_rss_mb,
         }
         # The figures reported as metadata carry the keys as the ledger stores them.
@@ -167,26 +169,6 @@ class _Writer:
 
     def close(self) -> None:
         self.con.close()
-
-
-def _add_page_metadata(context: dg.OutputContext, partition_key: str, metadata: dict) -> None:
-    """Per-partition metadata, i.e. ``step_context.add_asset_metadata(md, partition_key=k)``.
-
-    The public call re-reads every key of the dynamic partitions from the instance to
-    check that ``k`` is targeted: O(pages) per call, so O(pages^2) per run (measured
-    ~20 ms per call at 150 pages; minutes at 1,500). The stream only yields keys of this
-    run's range, so the check is redundant here and we record the metadata the way the
-    public call does after its check. Falls back to the public call if Dagster's
-    internals change.
-    """
-    step_context = context.step_context
-    accumulator = getattr(step_context, "_metadata_accumulator", None)
-    if accumulator is None or not hasattr(accumulator, "with_additional_asset_metadata"):
-        step_context.add_asset_metadata(metadata, partition_key=partition_key)
-        return
-    step_context._metadata_accumulator = accumulator.with_additional_asset_metadata(  # noqa: SLF001
-        asset_key=context.asset_key, metadata=metadata, partition_key=partition_key
-    )
 
 
 def _attempts(error: WellAssetsError | None) -> int:

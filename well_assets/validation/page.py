@@ -1,39 +1,36 @@
 """``validate_page``: raw OData records of one page -> valid rows | rejects with reasons.
 
-The data path of one page: raw OData records (``list[dict]``) -> shape check ->
-polars frame with fixed column order and dtypes (numbers/dates parsed, vectorized)
--> Pandera (polars backend) lazy validation -> valid rows | one reject row per
-rejected record -> in-page duplicate keys removed (first occurrence kept).
+The data path of one page: raw OData records (``list[dict]``) -> shape check -> polars
+frame with fixed column order and dtypes (numbers and dates parsed, vectorized) -> the
+Pandera model (``validation.model``, lazy) -> valid rows | one reject row per rejected
+record -> in-page duplicate keys removed (first occurrence kept).
 
-Decisions (also documented for the README):
+Decisions (the README has them too):
 
-* Shape: a required OData property missing from *every* record, or any property
-  that is not one of the five known ones, raises ``errors.ValidationError`` naming
-  them (a renamed column shows up as both). A property missing from *some* records
-  is read as null. Keys containing ``@`` are OData annotations and are ignored.
-* Numbers: JSON ints/floats, exponent form and strings (IEEE754Compatible) all
-  parse; surrounding whitespace in strings is tolerated. Unparseable text
-  ("n/a", "", true) and NaN/inf are rejected with check ``parse_float``. A null
-  volume is accepted as NULL and not reported.
-* Dates: exactly ``YYYY-MM-DD`` and a real calendar date, else check ``parse_date``.
-* ``well_code`` is kept verbatim (no trimming); null -> ``not_null``, empty ->
-  ``str_length(1, None)``.
-* Rejects: one row per rejected record. ``column``/``check``/``value`` are those of
-  the record's FIRST failure in column order (well_code, production_date,
-  oil_production, gas_production, water_production); ``reason`` lists every failure
-  of the record joined with ``"; "``. A cell whose text did not parse is reported
-  once (as ``parse_*``), not again by Pandera as null. ``raw_record`` is the record
-  as canonical JSON (sorted keys, compact separators), so re-reading the same record
-  gives the same text (the store relies on this for idempotent rejects).
-* Pandera is the validator of the parsed frame: exact columns, order and dtypes, and
-  one row-level check combining every rule of ``rules()`` (the rules of
-  ``pandera_model``). It runs once per page, ``lazy=True``, with the polars in-memory
-  engine (the default streaming engine costs ~0.3 ms per tiny ``collect``). The
-  rejected rows' failed rules are then named from the same ``rules()``.
+* Shape: a required OData property missing from *every* record, or any property that is
+  not one of the five known ones, raises ``errors.ValidationError`` naming them (a renamed
+  column shows up as both). A property missing from *some* records is read as null. Keys
+  containing ``@`` are OData annotations and are ignored.
+* Parsing: JSON ints/floats, exponent form and strings (IEEE754Compatible) all parse;
+  surrounding whitespace in strings is tolerated. Unparseable text ("n/a", "", true) and
+  NaN/inf are rejected with check ``parse_float``; a date must be exactly ``YYYY-MM-DD``
+  and a real calendar date, else ``parse_date``. A null volume is accepted as NULL.
+  ``well_code`` is kept verbatim (no trimming).
+* Rules: Pandera's. Its failure cases name the column and the check (``not_nullable``,
+  ``str_length(1, None)``, ``greater_than_or_equal_to(0)``,
+  ``less_than_or_equal_to(<max_daily_volume>)``); a cell whose text did not parse is
+  reported once, as ``parse_*``, not again by Pandera as null.
+* Rejects: one row per rejected record. ``column``/``check``/``value`` are those of the
+  record's FIRST failure in column order (well_code, production_date, oil_production,
+  gas_production, water_production); ``reason`` lists every failure of the record joined
+  with ``"; "``. ``raw_record`` is the record as canonical JSON (sorted keys, compact
+  separators), so re-reading the same record gives the same text (the store relies on
+  this for idempotent rejects).
 """
 
 import json
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import repeat
 from typing import Any
@@ -41,23 +38,33 @@ from typing import Any
 import polars as pl
 
 from well_assets import errors
-from well_assets.schema import (
-    _COLUMN_POSITION,
-    _ISO_DATE,
+from well_assets.validation.columns import (
+    COLUMN_POSITION,
     COLUMN_TO_ODATA,
     COLUMNS,
     KEY,
     ODATA_TO_COLUMN,
     REJECT_COLUMNS,
     VOLUME_COLUMNS,
-    ValidatedPage,
-    ValidationSettings,
-    _run_pandera,
     empty_rejects_frame,
     empty_valid_frame,
     has_duplicate_keys,
-    rules,
 )
+from well_assets.validation.model import ValidationSettings, failure_cases
+
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
+
+@dataclass
+class ValidatedPage:
+    valid: pl.DataFrame  # COLUMNS in order/dtypes, in-page duplicate keys removed (first kept)
+    rejects: pl.DataFrame  # REJECT_COLUMNS, one row per rejected record
+    in_page_duplicates: int
+    validate_seconds: float
+
+    @property
+    def rows_rejected(self) -> int:
+        return self.rejects.height
 
 
 # ----------------------------------------------------------------------- parsing
@@ -170,42 +177,26 @@ def records_to_frame(records: list[dict]) -> tuple[pl.DataFrame, dict[str, pl.Se
 # -------------------------------------------------------------------- validation
 
 
-def _failures(
-    frame: pl.DataFrame,
-    parse_failures: dict[str, pl.Series],
-    pandera_cases: pl.DataFrame | None,
-    settings: ValidationSettings,
-) -> list[tuple[int, str, str]]:
-    """All cell failures as (row index, column, check), sorted by row then column order."""
+def _failures(parse_failures: dict[str, pl.Series], cases: pl.DataFrame | None) -> list[tuple[int, str, str]]:
+    """All cell failures as (row index, column, check), sorted by row then column order:
+    the parse step's, then Pandera's failure cases (a cell that did not parse is null for
+    Pandera, and reported once, as a parse failure)."""
     out: set[tuple[int, str, str]] = set()
-    parsed_cells: set[tuple[int, str]] = set()
     for column, mask in parse_failures.items():
         check = "parse_date" if column == "production_date" else "parse_float"
-        for idx in mask.arg_true().to_list():
-            out.add((idx, column, check))
-            parsed_cells.add((idx, column))
-    if pandera_cases is not None and pandera_cases.height:
-        if pandera_cases["index"].null_count():
-            # A schema-level failure (dtype, column order): a bug in the parse step.
+        out.update((idx, column, check) for idx in mask.arg_true().to_list())
+    parsed_cells = {(idx, column) for idx, column, _ in out}
+    if cases is not None and cases.height:
+        if cases["index"].null_count():
+            # A failure of the frame as a whole (columns, order, dtypes): a bug in the parse step.
             raise errors.ValidationError(
                 "page failed schema-level validation: "
-                + "; ".join(
-                    f"{r['column']}: {r['check']}"
-                    for r in pandera_cases.filter(pl.col("index").is_null()).iter_rows(named=True)
-                )
+                + "; ".join(f"{r['column']}: {r['check']}" for r in cases.filter(pl.col("index").is_null()).iter_rows(named=True))
             )
-        failing = pandera_cases["index"].unique().sort()
-        row_rules = rules(settings)
-        # Explain only the failing rows: one boolean column per rule.
-        verdicts = frame.with_row_index("__row").filter(pl.col("__row").is_in(failing.implode())).select(
-            [pl.col("__row")] + [expr.alias(f"__rule_{i}") for i, (_, _, expr) in enumerate(row_rules)]
-        )
-        for row in verdicts.iter_rows():
-            idx = row[0]
-            for (column, check, _), ok in zip(row_rules, row[1:]):
-                if not ok and (idx, column) not in parsed_cells:  # unparseable: reported once
-                    out.add((idx, column, check))
-    return sorted(out, key=lambda f: (f[0], _COLUMN_POSITION[f[1]], f[2]))
+        for idx, column, check in cases.select("index", "column", "check").iter_rows():
+            if (idx, column) not in parsed_cells:
+                out.add((int(idx), column, check))
+    return sorted(out, key=lambda f: (f[0], COLUMN_POSITION[f[1]], f[2]))
 
 
 def _describe(column: str, check: str, raw: str | None) -> str:
@@ -256,8 +247,8 @@ def validate_page(
         return ValidatedPage(empty_valid_frame(), empty_rejects_frame(), 0, time.perf_counter() - started)
     _check_shape(records)
     frame, parse_failures = records_to_frame(records)
-    cases = _run_pandera(frame, settings)
-    failures = _failures(frame, parse_failures, cases, settings) if (parse_failures or cases is not None) else []
+    cases = failure_cases(frame, settings)
+    failures = _failures(parse_failures, cases) if (parse_failures or cases is not None) else []
     if failures:
         rejects, rejected_idx = _build_rejects(records, failures)
         keep = pl.repeat(True, frame.height, dtype=pl.Boolean, eager=True)

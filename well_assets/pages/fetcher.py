@@ -46,7 +46,8 @@ from well_assets.errors import WellAssetsError
 
 if TYPE_CHECKING:  # imported lazily: the caller's start-up must not pay for them
     from well_assets.odata import ClientConfig, ODataClient, PageResult
-    from well_assets.schema import ValidatedPage, ValidationSettings
+    from well_assets.validation.model import ValidationSettings
+    from well_assets.validation.page import ValidatedPage
 
 log = logging.getLogger(__name__)
 
@@ -281,10 +282,10 @@ def _serve(conn: Any) -> None:
     global _IN_WORKER
     _IN_WORKER = True
     importlib.import_module("well_assets.odata")
-    importlib.import_module("well_assets.validation")
-    from well_assets.schema import use_in_memory_engine_for_process
+    importlib.import_module("well_assets.validation.page")
+    from well_assets.validation.model import use_in_memory_engine
 
-    use_in_memory_engine_for_process()  # this process only validates
+    use_in_memory_engine()  # this process only validates
     # Imports done: keep their objects out of every collection, the one at exit included.
     gc.freeze()
     try:
@@ -337,7 +338,7 @@ def _client(config: ClientConfig, logger: logging.Logger) -> ODataClient:
 
 def run_page(task: PageTask) -> PageItem:
     """Fetch and validate one page (in the worker, or in a thread in thread mode)."""
-    from well_assets.validation import validate_page
+    from well_assets.validation.page import validate_page
 
     logger = logging.getLogger(task.logger_name)
     capture = _Capture()

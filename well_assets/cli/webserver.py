@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from well_assets.errors import ConfigError, WellAssetsError
-from well_assets.page_keys import PARTITIONS_NAME
+from well_assets.pages.keys import PARTITIONS_NAME
 
 from well_assets.names import JOB_NAME, RANGE_END_TAG, RANGE_START_TAG, TRIGGER_TAG
 from well_assets.names import REPORT_ASSET_NAME as REPORT_ASSET
@@ -32,6 +32,10 @@ query JobPartitionKeys($selector: PipelineSelector!) {
     ... on Error { message }
   }
 }
+"""
+
+REPOSITORIES_QUERY = """
+{ repositoriesOrError { __typename ... on RepositoryConnection { nodes { name location { name } } } } }
 """
 
 RUN_STATUS_QUERY = """
@@ -125,12 +129,12 @@ def parse_endpoint(value: str, flag: str = "--url") -> Endpoint:
 class Webserver:
     """The few GraphQL operations the trigger needs, on top of DagsterGraphQLClient."""
 
-    def __init__(self, endpoint: Endpoint, location: str, repository: str, timeout: int = 60):
+    def __init__(self, endpoint: Endpoint, location: str, repository: str | None = None, timeout: int = 60):
         from dagster_graphql import DagsterGraphQLClient
 
         self.endpoint = endpoint
         self.location = location
-        self.repository = repository
+        self.timeout = timeout
         self.client = DagsterGraphQLClient(
             endpoint.hostname,
             port_number=endpoint.port,
@@ -138,6 +142,7 @@ class Webserver:
             path_prefix=endpoint.path_prefix,
             timeout=timeout,
         )
+        self.repository = repository or self._only_repository()
 
     def _unreachable(self, exc: Exception) -> TriggerError:
         cause = exc.__cause__ or exc
@@ -149,17 +154,39 @@ class Webserver:
         )
 
     def execute(self, document: str, variables: dict | None = None) -> dict:
-        from dagster_graphql import DagsterGraphQLClientError
+        """POST one GraphQL document to the webserver's public HTTP API (what curl does)."""
+        import httpx
 
         try:
-            return self.client._execute(document, variables)
-        except DagsterGraphQLClientError as exc:
-            cause = exc.__cause__
-            # GraphQL-level errors (bad document, resolver exception) come back as a
-            # TransportQueryError with the server's message: show that, not the document.
-            if cause is not None and type(cause).__name__ == "TransportQueryError":
-                raise TriggerError(f"the webserver rejected the request: {cause}", url=self.endpoint.url) from None
+            response = httpx.post(self.endpoint.graphql_url, json={"query": document, "variables": variables or {}},
+                                  timeout=self.timeout)
+        except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or ("data" not in body and "errors" not in body):
+            raise TriggerError(f"{self.endpoint.graphql_url} answered HTTP {response.status_code} without a GraphQL "
+                               "response; is it a Dagster webserver?", url=self.endpoint.url)
+        if body.get("errors"):
+            # GraphQL-level errors (bad document, resolver exception): show the server's message.
+            messages = "; ".join(str(e.get("message", e)) for e in body["errors"])
+            raise TriggerError(f"the webserver rejected the request: {messages}", url=self.endpoint.url)
+        return body["data"]
+
+    def _only_repository(self) -> str:
+        """The name of the code location's one repository (a Definitions object's is
+        Dagster's own name for it), asked of the webserver."""
+        data = self.execute(REPOSITORIES_QUERY)["repositoriesOrError"]
+        names = [r["name"] for r in data.get("nodes") or [] if r["location"]["name"] == self.location]
+        if len(names) != 1:
+            raise TriggerError(
+                f"code location {self.location!r} has {len(names)} repositories on {self.endpoint.url} "
+                f"({', '.join(names) or 'none'}); pass --location (and --repository when there are several)",
+                location=self.location,
+            )
+        return names[0]
 
     @property
     def repository_selector(self) -> dict:

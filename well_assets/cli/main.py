@@ -11,10 +11,9 @@ import gc
 import json
 import os
 import sys
-import warnings
 from typing import Sequence
 
-from well_assets.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, whole_number
+from well_assets.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, whole_number
 from well_assets.errors import ConfigError, WellAssetsError
 
 
@@ -62,12 +61,12 @@ def _import(args) -> int:
         max_pages = whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None
     except WellAssetsError as exc:
         return fail(exc, args.json, EXIT_USAGE)
-    from well_assets.fetch_worker import PageFetcher
+    from well_assets.pages.fetcher import PageFetcher
 
     # The page fetcher's process starts first: its imports (Polars, Pandera, httpx) run
     # on the other core while this process imports Dagster.
     with PageFetcher() as fetcher:
-        from well_assets.importer import ImportRequest, run_import
+        from well_assets.cli.importer import ImportRequest, run_import
 
         request = ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages)
         # The heavy imports are done: move their objects out of the collector's sight. Every
@@ -80,12 +79,12 @@ def _import(args) -> int:
             return fail(exc, args.json, EXIT_USAGE)
         except WellAssetsError as exc:
             return fail(exc, args.json, EXIT_FAILED)
-    from well_assets import report
+    from well_assets.reporting import summary as report
 
     if args.json:
         print(json.dumps(summary if summary["success"] else report.failure_envelope(summary), indent=2, default=str))
     else:
-        from well_assets.console import print_summary
+        from well_assets.cli.console import print_summary
 
         print_summary(summary)
     gc.freeze()
@@ -94,7 +93,7 @@ def _import(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from well_assets.demo_service import cli as demo_cli
-    from well_assets import trigger
+    from well_assets.cli import trigger
 
     parser = argparse.ArgumentParser(
         prog="well-assets",
@@ -108,9 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # The asset's backfill policy is a stable feature we rely on; its "beta" label is
-    # noise in a terminal or a cron mail.
-    warnings.filterwarnings("ignore", message=r".*backfill_policy.*beta", category=Warning)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "import":
@@ -120,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo_cli.run(args) or 0
     if args.command == "trigger":
-        from well_assets import trigger
+        from well_assets.cli import trigger
 
         return trigger.run(args)
     parser.error(f"unknown command {args.command}")

@@ -17,17 +17,18 @@ from typing import Iterator
 
 import dagster as dg
 
-from well_assets import progress, report
-from well_assets.assets import MAX_PAGES_PER_RUN, well_production
-from well_assets.definitions import build_definitions
+from well_assets.pages import progress
+from well_assets.reporting import summary as report
+from well_assets.defs.assets import MAX_PAGES_PER_RUN, well_production
+from well_assets.defs.dagster_internals import one_planned_event_per_run, reuse_event_log_connection
+from well_assets.defs.definitions import build_definitions
 from well_assets.errors import PaginationError, WellAssetsError
-from well_assets.fetch_worker import PageFetcher
-from well_assets.jobs import range_tags
+from well_assets.pages.fetcher import PageFetcher
+from well_assets.defs.jobs import range_tags
 from well_assets.names import IMPORT_TAG, TRIGGER_TAG
-from well_assets.partitions import page_count, register_pages
+from well_assets.defs.partitions import page_count, register_pages
 from well_assets.settings import Settings
 
-_SUBSET_PLANNED_EVENTS = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -40,45 +41,15 @@ class ImportRequest:
 
 @contextmanager
 def _instance() -> Iterator[dg.DagsterInstance]:
+    """DAGSTER_HOME's instance (the runs show in the UI), else a throwaway one that nobody
+    looks at, made cheaper to write to (see defs.dagster_internals)."""
     if os.environ.get("DAGSTER_HOME"):
         with dg.DagsterInstance.get() as instance:
             yield instance
     else:
-        # Nobody sees a throwaway instance's partition statuses, so let a ranged run log
-        # one "planned" event for its whole range instead of one per page (~3 ms each).
-        # With DAGSTER_HOME the per-page events stay: they mark a failed run's pages as
-        # failed in the UI.
-        saved = os.environ.get(_SUBSET_PLANNED_EVENTS)
-        os.environ[_SUBSET_PLANNED_EVENTS] = "1"
-        try:
-            with dg.DagsterInstance.ephemeral() as instance:
-                _reuse_event_log_connection(instance)
-                yield instance
-        finally:
-            if saved is None:
-                os.environ.pop(_SUBSET_PLANNED_EVENTS, None)
-            else:
-                os.environ[_SUBSET_PLANNED_EVENTS] = saved
-
-
-def _reuse_event_log_connection(instance: dg.DagsterInstance) -> None:
-    """Let the throwaway instance's in-memory event log use the connection it already
-    holds, instead of opening a new SQLite connection (and running two PRAGMAs) for every
-    write: a page's materialization event took ~6 ms, ~1.5 ms of it that churn (measured,
-    500 events 3.2-3.4 s -> 2.5 s). Same database, same statements, same lock. Left as it
-    is if Dagster's internals are not the expected ones."""
-    storage = getattr(instance, "_event_storage", None)
-    held = getattr(storage, "_held_conn", None)
-    lock = getattr(storage, "_db_lock", None)
-    if type(storage).__name__ != "InMemoryEventLogStorage" or held is None or lock is None:
-        return
-
-    @contextmanager
-    def connect():
-        with lock, held.begin():
-            yield held
-
-    storage._connect = connect  # noqa: SLF001
+        with one_planned_event_per_run(), dg.DagsterInstance.ephemeral() as instance:
+            reuse_event_log_connection(instance)
+            yield instance
 
 
 def plan_pages(source_count: int, page_size: int, start_page: int, max_pages: int | None) -> list[int]:
@@ -101,7 +72,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: P
     defs = build_definitions(request.settings)
     store = defs.resources["wells_db"].store()  # plain settings, no EnvVar to resolve
     run_errors: list[str] = []
-    from well_assets.console import ProgressDisplay
+    from well_assets.cli.console import ProgressDisplay
 
     import_id = str(uuid.uuid4())  # the runs of this command are one import
     with _instance() as instance:
@@ -168,13 +139,16 @@ class RunFailed(WellAssetsError):
         super().__init__("import run failed: " + " | ".join(errors), errors=errors)
 
 
-def _step_errors(result) -> list[str]:
+def _step_errors(result: dg.ExecuteInProcessResult) -> list[str]:
     messages = []
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            # Dagster wraps IO manager errors; the innermost cause carries our message.
-            while error.cause is not None:
-                error = error.cause
-            messages.append(error.message.strip().removeprefix("dagster._core.definitions.events.Failure: "))
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        if error is None:
+            continue
+        # Dagster wraps IO manager errors; the innermost cause is the project's own error.
+        while error.cause is not None:
+            error = error.cause
+        # Its message starts with the (module-qualified) name of its class: drop that.
+        prefix, sep, rest = error.message.strip().partition(": ")
+        messages.append(rest if sep and prefix.rsplit(".", 1)[-1] == error.cls_name else error.message.strip())
     return messages

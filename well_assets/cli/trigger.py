@@ -26,8 +26,8 @@ import sys
 import time
 from typing import Any
 
-from well_assets.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, whole_number
-from well_assets.dagster_api import (
+from well_assets.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, whole_number
+from well_assets.cli.webserver import (
     QUEUED_HINT_SECONDS,
     REPORT_ASSET,
     TERMINAL_STATUSES,
@@ -36,8 +36,8 @@ from well_assets.dagster_api import (
     parse_endpoint,
 )
 from well_assets.errors import ConfigError, WellAssetsError
-from well_assets.names import JOB_NAME, LOCATION_NAME, REPOSITORY_NAME
-from well_assets.page_keys import PARTITIONS_NAME, page_key
+from well_assets.names import JOB_NAME, LOCATION_NAME
+from well_assets.pages.keys import PARTITIONS_NAME, page_key
 
 
 def add_parser(subparsers) -> None:
@@ -65,8 +65,8 @@ def add_parser(subparsers) -> None:
                    help="seconds --wait waits before giving up (the run keeps going; default 3600)")
     p.add_argument("--location", default=LOCATION_NAME,
                    help=f"code location name (default {LOCATION_NAME}, as in workspace.yaml)")
-    p.add_argument("--repository", default=REPOSITORY_NAME,
-                   help=f"repository name (default {REPOSITORY_NAME}, the name of a Definitions object)")
+    p.add_argument("--repository", default=None,
+                   help="repository name (default: the code location's only repository, asked of the webserver)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: run_id, pages, status and summary")
 
@@ -170,7 +170,7 @@ def run(args) -> int:
         max_pages = whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None
         timeout = _positive_seconds(args.timeout, "--timeout")
         location = _name(args.location, "--location")
-        repository = _name(args.repository, "--repository")
+        repository = _name(args.repository, "--repository") if args.repository is not None else None
     except WellAssetsError as exc:
         return fail(exc, args.json, EXIT_USAGE)
 

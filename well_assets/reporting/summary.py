@@ -17,7 +17,8 @@ from typing import Any
 
 import polars as pl
 
-from well_assets import charts, storage
+from well_assets import storage
+from well_assets.reporting import charts
 
 ERROR_CODES = ("EXTERNAL_API_ERROR", "PAGINATION_ERROR", "VALIDATION_ERROR", "DATABASE_ERROR")
 

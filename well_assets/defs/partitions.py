@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from well_assets.page_keys import PARTITIONS_NAME, page_count, page_index, page_key
+from well_assets.pages.keys import PARTITIONS_NAME, page_count, page_index, page_key
 
 odata_pages = dg.DynamicPartitionsDefinition(name=PARTITIONS_NAME)
 

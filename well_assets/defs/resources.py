@@ -12,6 +12,7 @@ the step, tick or command that needed it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -26,9 +27,14 @@ from well_assets import settings
 from well_assets.odata import ClientConfig, ODataClient
 from well_assets import storage
 from well_assets.errors import ConfigError
-from well_assets.fetch_worker import PageFetcher
+from well_assets.pages.fetcher import PageFetcher
 from well_assets.storage import DuckDBStore
-from well_assets.storage.io_manager import WellsDuckDBIOManager
+from well_assets.defs.io_manager import WellsDuckDBIOManager
+
+
+_CLIENT_DEFAULTS = ClientConfig(base_url="http://defaults.invalid")  # the one place the client's defaults live
+# The resource's fields that are the client's own settings, passed on by name.
+_CLIENT_FIELDS = tuple(f.name for f in dataclasses.fields(ClientConfig) if f.name not in ("base_url", "cache_dir", "run_id"))
 
 
 class ODataResource(dg.ConfigurableResource):
@@ -40,24 +46,28 @@ class ODataResource(dg.ConfigurableResource):
     """
 
     base_url: str | None = Field(default=None, description="Service root; empty: bundled demo service.")
-    entity_set: str = Field(default=settings.DEFAULT_ENTITY_SET, description="Entity set name.")
-    page_size: int = Field(default=settings.DEFAULT_PAGE_SIZE, description="Records per page, 1..5000.")
-    orderby: str = Field(default="WellCode,ProductionDate", description="$orderby: must be a stable total order.")
+    entity_set: str = Field(default=_CLIENT_DEFAULTS.entity_set, description="Entity set name.")
+    page_size: int = Field(default=_CLIENT_DEFAULTS.page_size, description="Records per page, 1..5000.")
+    orderby: str = Field(default=_CLIENT_DEFAULTS.orderby, description="$orderby: must be a stable total order.")
     filter: str | None = Field(default=None, description="$filter applied to every request.")
     select: str | None = Field(default=None, description="$select (the five production properties are required).")
     token: str | None = Field(default=None, description="Bearer token (use dg.EnvVar).")
     username: str | None = Field(default=None, description="Basic auth user (use dg.EnvVar).")
     password: str | None = Field(default=None, description="Basic auth password (use dg.EnvVar).")
-    connect_timeout: float = Field(default=5.0, description="Seconds to connect.")
-    read_timeout: float = Field(default=60.0, description="Seconds to read a response.")
-    max_retries: int = Field(default=5, description="Retries per request after the first attempt.")
-    backoff_base: float = Field(default=0.5, description="First backoff delay, seconds (exponential, full jitter).")
-    backoff_cap: float = Field(default=30.0, description="Longest backoff delay, seconds.")
-    min_interval: float = Field(default=0.0, description="Minimum seconds between requests (process-wide).")
-    adaptive_throttle: bool = Field(default=True, description="Slow down on 429 or rising latency.")
-    max_retry_after: float = Field(default=120.0, description="Longest Retry-After honoured before failing fast.")
+    connect_timeout: float = Field(default=_CLIENT_DEFAULTS.connect_timeout, description="Seconds to connect.")
+    read_timeout: float = Field(default=_CLIENT_DEFAULTS.read_timeout, description="Seconds to read a response.")
+    max_retries: int = Field(default=_CLIENT_DEFAULTS.max_retries, description="Retries per request after the first attempt.")
+    backoff_base: float = Field(default=_CLIENT_DEFAULTS.backoff_base,
+                                description="First backoff delay, seconds (exponential, full jitter).")
+    backoff_cap: float = Field(default=_CLIENT_DEFAULTS.backoff_cap, description="Longest backoff delay, seconds.")
+    min_interval: float = Field(default=_CLIENT_DEFAULTS.min_interval,
+                                description="Minimum seconds between requests (process-wide).")
+    adaptive_throttle: bool = Field(default=_CLIENT_DEFAULTS.adaptive_throttle,
+                                    description="Slow down on 429 or rising latency.")
+    max_retry_after: float = Field(default=_CLIENT_DEFAULTS.max_retry_after,
+                                   description="Longest Retry-After honoured before failing fast.")
     cache_dir: str | None = Field(default=None, description="Directory for the response cache; empty: off.")
-    cache_ttl_seconds: float = Field(default=3600.0, description="Response cache time-to-live.")
+    cache_ttl_seconds: float = Field(default=_CLIENT_DEFAULTS.cache_ttl_seconds, description="Response cache time-to-live.")
     demo_rows: int = Field(default=150_000, description="Rows of the bundled demo service (no base_url only).")
     demo_bad_rows: float = Field(default=0.001, description="Share of salted bad rows of the bundled demo service.")
 
@@ -110,28 +120,11 @@ class ODataResource(dg.ConfigurableResource):
     def client_config(self, run_id: str = "local", cache_namespace: str | None = None) -> ClientConfig:
         # The cache serves retries within one run group only (namespace = root run id):
         # a later import must see the source as it is now, not as it was.
-        cache_dir = self.run_cache_dir(cache_namespace) if cache_namespace else None
         config = ClientConfig(
             base_url=self.service_url,
-            entity_set=self.entity_set,
-            page_size=self.page_size,
-            orderby=self.orderby,
-            filter=self.filter,
-            select=self.select,
-            token=self.token,
-            username=self.username,
-            password=self.password,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            max_retries=self.max_retries,
-            backoff_base=self.backoff_base,
-            backoff_cap=self.backoff_cap,
-            min_interval=self.min_interval,
-            adaptive_throttle=self.adaptive_throttle,
-            max_retry_after=self.max_retry_after,
-            cache_dir=cache_dir,
-            cache_ttl_seconds=self.cache_ttl_seconds,
+            cache_dir=self.run_cache_dir(cache_namespace) if cache_namespace else None,
             run_id=run_id,
+            **{name: getattr(self, name) for name in _CLIENT_FIELDS},
         )
         config.validate()
         return config
@@ -185,24 +178,8 @@ def _secret(name: str):
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
-def _number(name: str, default: float, *, whole: bool = False, most: float | None = None) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    allowed = ("a whole number" if whole else "a number") + " >= 0" + (f" and <= {most:g}" if most is not None else "")
-    try:
-        value = int(raw) if whole else float(raw)
-    except ValueError:
-        raise ConfigError(name, raw, allowed) from None
-    if value < 0 or (most is not None and value > most):
-        raise ConfigError(name, raw, allowed)
-    return value
-
-
-def resources_from_env(env_settings: settings.Settings | None = None) -> dict:
-    """The resources for the current environment (DESIGN.md settings)."""
-    s = env_settings or settings.Settings.from_env()
-    cache_dir = os.environ.get("ODATA_CACHE_DIR", str(Path(s.database).parent / "odata-cache"))
+def resources_from_settings(s: settings.Settings) -> dict:
+    """The code location's resources for the given settings (secrets from the environment)."""
     odata = ODataResource(
         base_url=s.base_url,
         entity_set=s.entity_set,
@@ -211,15 +188,15 @@ def resources_from_env(env_settings: settings.Settings | None = None) -> dict:
         token=_secret("ODATA_TOKEN"),
         username=_secret("ODATA_USERNAME"),
         password=_secret("ODATA_PASSWORD"),
-        min_interval=_number("ODATA_MIN_INTERVAL", 0.0),
-        max_retries=int(_number("ODATA_MAX_RETRIES", 5)),
-        backoff_base=_number("ODATA_BACKOFF_BASE", 0.5),
-        backoff_cap=_number("ODATA_BACKOFF_CAP", 30.0),
-        max_retry_after=_number("ODATA_MAX_RETRY_AFTER", 120.0),
-        read_timeout=_number("ODATA_TIMEOUT", 60.0),
-        cache_dir=cache_dir or None,
-        demo_rows=int(_number("WELL_ASSETS_DEMO_ROWS", 150_000, whole=True)),
-        demo_bad_rows=_number("WELL_ASSETS_DEMO_BAD_ROWS", 0.001, most=0.5),
+        min_interval=s.min_interval,
+        max_retries=s.max_retries,
+        backoff_base=s.backoff_base,
+        backoff_cap=s.backoff_cap,
+        max_retry_after=s.max_retry_after,
+        read_timeout=s.read_timeout,
+        cache_dir=s.cache_directory,
+        demo_rows=s.demo_rows,
+        demo_bad_rows=s.demo_bad_rows,
     )
     return {
         "odata": odata,

@@ -15,43 +15,27 @@ work, so the same work is never requested twice; the run key
 cursor update was lost. A failed run is not retried by the sensor: re-execute it from
 the UI (or `well-assets trigger`) after fixing the cause.
 
-Settings: ``WELL_ASSETS_SENSOR_INTERVAL`` (seconds between ticks, default 300).
+Settings: ``WELL_ASSETS_SENSOR_INTERVAL`` (seconds between ticks, default 300, read with
+every setting when the code location loads).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 
 import dagster as dg
 
-from well_assets.assets import MAX_PAGES_PER_RUN
+from well_assets.defs.assets import MAX_PAGES_PER_RUN
 from well_assets.errors import ConfigError, WellAssetsError
-from well_assets.jobs import odata_import_job, range_tags
-from well_assets.names import TRIGGER_TAG
+from well_assets.defs.jobs import odata_import_job, range_tags
+from well_assets.names import SENSOR_NAME, TRIGGER_TAG
+from well_assets.settings import Settings
 from well_assets.odata import ODataClient
-from well_assets.partitions import odata_pages, page_count, page_key
-from well_assets.resources import ODataResource
+from well_assets.defs.partitions import odata_pages, page_count, page_key
+from well_assets.defs.resources import ODataResource
 
-DEFAULT_SENSOR_INTERVAL = 300
-
-
-def sensor_interval_from_env(env: dict[str, str] | None = None) -> int:
-    """Seconds between ticks from WELL_ASSETS_SENSOR_INTERVAL (whole number, 10..86400)."""
-    env = os.environ if env is None else env
-    raw = env.get("WELL_ASSETS_SENSOR_INTERVAL", str(DEFAULT_SENSOR_INTERVAL))
-    try:
-        seconds = int(raw)
-    except (TypeError, ValueError):
-        raise ConfigError("WELL_ASSETS_SENSOR_INTERVAL", raw, "a whole number of seconds from 10 to 86400") from None
-    if not 10 <= seconds <= 86400:
-        raise ConfigError("WELL_ASSETS_SENSOR_INTERVAL", raw, "a whole number of seconds from 10 to 86400")
-    return seconds
-
-
-SENSOR_INTERVAL_SECONDS = sensor_interval_from_env()
 
 
 @dataclass(frozen=True)
@@ -150,37 +134,42 @@ def sensor_client(odata: ODataResource) -> ODataClient:
     return ODataClient(config)
 
 
-@dg.sensor(
-    job=odata_import_job,
-    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Polls the OData count and imports new pages (plus the last partial one) in one ranged run.",
-)
-def odata_page_sensor(context: dg.SensorEvaluationContext, odata: ODataResource):
-    try:
-        with sensor_client(odata) as client:
-            count = client.count()
-        source = odata.source_identity()
-    except ConfigError as exc:
-        return dg.SkipReason(f"invalid OData settings: {exc.message}")
-    except WellAssetsError as exc:
-        return dg.SkipReason(f"source unreachable: {exc.code}: {exc.message}")
-    registered = list(context.instance.get_dynamic_partitions(odata_pages.name))
-    plan = plan_tick(parse_cursor(context.cursor), count, odata.page_size, source, registered)
-    context.log.info(f"{plan.reason}; adding {len(plan.to_add)} page key(s), requesting {len(plan.ranges)} run(s)")
-    if not plan.ranges and not plan.to_add and plan.cursor is None:
-        return dg.SkipReason(plan.reason)
-    seq = (plan.cursor or {}).get("seq", 0)
-    requests = [
-        dg.RunRequest(
-            run_key=f"odata-pages-{page_key(first)}-{page_key(last)}-seq{seq}",
-            tags={**range_tags(first, last), TRIGGER_TAG: "sensor"},
+def build_page_sensor(settings: Settings) -> dg.SensorDefinition:
+    """`odata_page_sensor`, ticking every ``settings.sensor_interval`` seconds."""
+
+    def odata_page_sensor(context: dg.SensorEvaluationContext, odata: ODataResource):
+        try:
+            with sensor_client(odata) as client:
+                count = client.count()
+            source = odata.source_identity()
+        except ConfigError as exc:
+            return dg.SkipReason(f"invalid OData settings: {exc.message}")
+        except WellAssetsError as exc:
+            return dg.SkipReason(f"source unreachable: {exc.code}: {exc.message}")
+        registered = list(context.instance.get_dynamic_partitions(odata_pages.name))
+        plan = plan_tick(parse_cursor(context.cursor), count, odata.page_size, source, registered)
+        context.log.info(f"{plan.reason}; adding {len(plan.to_add)} page key(s), requesting {len(plan.ranges)} run(s)")
+        if not plan.ranges and not plan.to_add and plan.cursor is None:
+            return dg.SkipReason(plan.reason)
+        seq = (plan.cursor or {}).get("seq", 0)
+        requests = [
+            dg.RunRequest(
+                run_key=f"odata-pages-{page_key(first)}-{page_key(last)}-seq{seq}",
+                tags={**range_tags(first, last), TRIGGER_TAG: "sensor"},
+            )
+            for first, last in plan.ranges
+        ]
+        return dg.SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[odata_pages.build_add_request(plan.to_add)] if plan.to_add else [],
+            cursor=json.dumps(plan.cursor) if plan.cursor is not None else context.cursor,
+            skip_reason=None if requests else plan.reason,
         )
-        for first, last in plan.ranges
-    ]
-    return dg.SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[odata_pages.build_add_request(plan.to_add)] if plan.to_add else [],
-        cursor=json.dumps(plan.cursor) if plan.cursor is not None else context.cursor,
-        skip_reason=None if requests else plan.reason,
-    )
+
+    return dg.sensor(
+        name=SENSOR_NAME,
+        job=odata_import_job,
+        minimum_interval_seconds=settings.sensor_interval,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Polls the OData count and imports new pages (plus the last partial one) in one ranged run.",
+    )(odata_page_sensor)
