@@ -14,7 +14,7 @@ from well_assets.defs.definitions import defs
 
 DEFS = defs()  # what Dagster loads
 
-PACKAGE = Path(__file__).resolve().parents[1] / "well_assets"
+PACKAGE = Path(__file__).resolve().parents[2] / "well_assets"
 ROOT = PACKAGE.parent
 
 

@@ -1,6 +1,6 @@
 """`well-assets trigger`: argument validation and range planning (no server needed).
 
-The launch itself is exercised against a real webserver and daemon in test_webserver.py.
+The launch itself is exercised against a real webserver and daemon in live/test_webserver.py and live/test_launch_paths.py.
 """
 
 from __future__ import annotations
