@@ -91,15 +91,6 @@ def dagster_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def page_fetcher():
-    """A started PageFetcher (its own process), closed after the test."""
-    from well_assets.pages.fetcher import PageFetcher
-
-    with PageFetcher() as fetcher:
-        yield fetcher
-
-
-@pytest.fixture
 def store(tmp_path):
     """A DuckDBStore on a fresh file in a directory that does not exist yet."""
     from well_assets.storage import DuckDBStore

@@ -50,7 +50,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .generate import PROPS
 
@@ -183,9 +183,10 @@ def retry_after_value(spec: dict[str, Any], default: Any = None) -> str | None:
 class FaultSet:
     """The active rules and their counters; thread-safe."""
 
-    def __init__(self, specs: list[dict] | None = None) -> None:
+    def __init__(self, specs: list[dict] | None = None, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._rules = parse_rules(list(specs or []))
+        self.clock = clock  # the rate limit's wall clock (tests give it a fake one)
 
     def replace(self, specs: Any) -> None:
         rules = parse_rules(specs)  # validate everything before replacing anything
@@ -226,12 +227,11 @@ class FaultSet:
                     setattr(plan, rule.kind, True)
         return plan
 
-    @staticmethod
-    def _over_limit(rule: Rule, skip: int | None) -> bool:
+    def _over_limit(self, rule: Rule, skip: int | None) -> bool:
         """Count the arrival in the current wall-clock second; True once above the limit."""
         if rule.skip is not None and (skip is None or skip not in rule.skip):
             return False
-        now = int(time.time())
+        now = int(self.clock())
         second, arrivals = rule.window
         arrivals = arrivals + 1 if second == now else 1
         rule.window = (now, arrivals)

@@ -191,38 +191,6 @@ def test_writer_connection_is_reopened_between_pages_without_losing_any(demo_ser
     assert stored_table(db_path) == expected_table(server)
 
 
-def test_throwaway_instance_stores_every_event_without_a_connection_per_write(monkeypatch):
-    import dagster as dg
-
-    from well_assets.cli import importer
-
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    parts = dg.StaticPartitionsDefinition(["a", "b", "c", "d"])
-
-    @dg.asset(partitions_def=parts, backfill_policy=dg.BackfillPolicy.single_run())
-    def paged(context) -> None:
-        for key in context.partition_keys:
-            context.add_asset_metadata({"rows": 1}, partition_key=key)
-
-    job = dg.Definitions(assets=[paged]).resolve_implicit_global_asset_job_def()
-    with importer._instance() as instance:
-        storage = instance._event_storage
-        connects = []
-        engine_connect = storage._engine.connect
-        monkeypatch.setattr(storage._engine, "connect", lambda *a, **k: connects.append(1) or engine_connect(*a, **k))
-        result = job.execute_in_process(
-            instance=instance,
-            tags={"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "d"},
-        )
-        assert result.success
-        records = instance.fetch_materializations(dg.AssetKey("paged"), limit=10).records
-        assert sorted(r.partition_key for r in records) == ["a", "b", "c", "d"]
-        assert all(r.asset_materialization.metadata["rows"].value == 1 for r in records)
-        stored = len(instance.all_logs(result.run_id))
-    # Without the shared connection every stored event opened one or two connections.
-    assert stored > 10 and len(connects) < stored / 2
-
-
 @pytest.mark.parametrize("pages_per_run", [2, 500])
 def test_every_page_is_requested_once(demo_server, run_import, db_path, monkeypatch, pages_per_run):
     from well_assets.cli import importer

@@ -116,22 +116,22 @@ def test_fraction_is_deterministic_for_a_seed(demo_server, client):
 # -- rate limit --------------------------------------------------------------------------
 
 
-def _burst(client, srv, n: int) -> list[httpx.Response]:
-    # start right after a second boundary so the burst stays inside one second
-    for _attempt in range(3):
-        time.sleep(1.0 - (time.time() % 1.0) + 0.02)
-        start = int(time.time())
-        rs = [client.get(page_url(srv, 0, "$top=2")) for _ in range(n)]
-        if int(time.time()) == start:
-            return rs
-    pytest.fail("could not fit a burst into one wall-clock second")
+class FakeClock:
+    """The demo service's rate-limit clock, moved by the test."""
+
+    def __init__(self, now: float = 1_000_000.25) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.mark.parametrize("fmt", ["seconds", "http-date"])
 def test_rate_limit_answers_429_with_retry_after(demo_server, client, fmt):
     srv = demo_server(rows=ROWS, faults=[{"kind": "rate_limit", "per_second": 3, "retry_after": 2,
                                           "retry_after_format": fmt}])
-    rs = _burst(client, srv, 6)
+    srv.state.faults.clock = clock = FakeClock()
+    rs = [client.get(page_url(srv, 0, "$top=2")) for _ in range(6)]  # six within one second
     assert [r.status_code for r in rs] == [200, 200, 200, 429, 429, 429]
     for r in rs[:3]:
         assert r.json()["value"] == srv.state.records()[:2]
@@ -142,7 +142,7 @@ def test_rate_limit_answers_429_with_retry_after(demo_server, client, fmt):
         when = email.utils.parsedate_to_datetime(retry_after).timestamp()
         assert time.time() <= when <= time.time() + 3
     assert rs[3].json()["error"]["code"]
-    time.sleep(1.0 - (time.time() % 1.0) + 0.02)  # a new second: allowed again
+    clock.now += 1  # a new second: allowed again
     assert client.get(page_url(srv, 0, "$top=2")).status_code == 200
 
 

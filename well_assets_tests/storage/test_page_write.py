@@ -2,7 +2,6 @@
 idempotency, the plain-INSERT fast path, rollback, the ledger."""
 
 import datetime as dt
-import time
 from types import SimpleNamespace
 
 import polars as pl
@@ -10,6 +9,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from well_assets import errors
+from well_assets.storage.page_write import FastInsert
 from well_assets.storage import (
     PageFailure,
     PageWrite,
@@ -67,11 +67,12 @@ def test_counts_are_exact_and_rows_land(store):
     assert last["db_seconds"] > 0 and last["ended_at"] >= last["started_at"]
 
 
-def test_lineage_update_flows_through(store):
+def test_lineage_update_flows_through(store, monkeypatch):
+    ticks = iter(dt.datetime(2026, 1, 1) + dt.timedelta(seconds=i) for i in range(100))
+    monkeypatch.setattr(page_write, "utc_now", lambda: next(ticks))  # a clock that always moves on
     with store.connection() as con:
         store.write_page(con, make_page(3, [rec(day=1, oil=1), rec(day=2, oil=2)], run_id="a"))
         before = load_table(con)
-        time.sleep(0.002)
         counts = store.write_page(con, make_page(4, [rec(day=1, oil=1.5), rec(day=2, oil=2)], run_id="b"))
         after = load_table(con)
     assert (counts.new, counts.updated, counts.duplicate) == (0, 1, 1)
@@ -142,25 +143,35 @@ def duplicate_key_count_of(table: pl.DataFrame) -> int:
     return table.height - table.unique(subset=["well_code", "production_date"]).height
 
 
-def test_fast_insert_backs_off_on_reimports_and_recovers(store):
-    fast = store._fast_insert
+def test_fast_insert_backs_off_after_each_refusal_and_recovers_on_success():
+    fast = FastInsert()
+
+    def attempts(n: int) -> list[bool]:
+        """What the writer does on the next n pages: try the plain INSERT or not."""
+        out = []
+        for _ in range(n):
+            tried = fast.wanted()
+            out.append(tried)
+            if tried:
+                fast.found(keys_stored=True)  # a re-import: every attempt is refused
+        return out
+
+    # refused -> skip 1, refused -> skip 2, refused -> skip 4, ...
+    assert attempts(10) == [True, False, True, False, False, True, False, False, False, False]
+    fast.found(keys_stored=False)  # a new page went in: back to trying every page
+    assert [fast.wanted() for _ in range(3)] == [True, True, True]
+
+
+def test_pages_count_right_whether_the_plain_insert_is_tried_or_not(store):
     pages = [[rec("WELL_%03d" % p, day=d, oil=d) for d in range(1, 4)] for p in range(8)]
     with store.connection() as con:
         for i, records in enumerate(pages[:4]):
             assert store.write_page(con, make_page(i, records)).new == 3
-        # Re-import: every page has stored keys; after each refused plain INSERT the next
-        # attempts are skipped.
-        wanted = []
-        for i, records in enumerate(pages[:4]):
-            wanted.append(fast._skip == 0)
+        for i, records in enumerate(pages[:4]):  # a re-import: refused or skipped attempts
             counts = store.write_page(con, make_page(i, records, run_id="again"))
             assert (counts.new, counts.duplicate) == (0, 3)
-        assert wanted == [True, False, True, False]
-        # New pages while attempts are skipped go through the upsert and still count right;
-        # the next attempt that succeeds resets the backoff.
-        for i, records in enumerate(pages[4:], start=4):
+        for i, records in enumerate(pages[4:], start=4):  # new pages while attempts are skipped
             assert store.write_page(con, make_page(i, records)).new == 3
-        assert fast._backoff == 0 and fast._skip == 0
         assert table_row_count(con) == 24
 
 
