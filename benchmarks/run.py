@@ -1,4 +1,4 @@
-"""Issue 6 benchmark: `well-assets import` against a plain reference loop, same machine, same source.
+"""The import benchmark: `well-assets import` against a plain reference loop, same machine, same source.
 
     python benchmarks/run.py [--sizes 150000 1500000] [--rounds 3] [--out benchmarks/RESULTS.md]
 

@@ -49,39 +49,20 @@ class ConfigError(WellAssetsError, ValueError):
 
 
 class ExternalApiError(WellAssetsError):
-    """The OData service failed (after retries, or with a non-retryable status)."""
+    """The OData service failed (after retries, or with a non-retryable status). Its
+    details are also attributes (None when unknown): ``status``, ``odata_code``, ``page``,
+    ``retry_after``, ``request_id``, ``url`` (redacted), ``attempts``."""
 
     code = "EXTERNAL_API_ERROR"
+    FIELDS = ("status", "odata_code", "page", "retry_after", "request_id", "url", "attempts")
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        odata_code: str | None = None,
-        page: int | None = None,
-        retry_after: float | None = None,
-        request_id: str | None = None,
-        url: str | None = None,
-        attempts: int | None = None,
-    ) -> None:
-        super().__init__(
-            message,
-            status=status,
-            odata_code=odata_code,
-            page=page,
-            retry_after=retry_after,
-            request_id=request_id,
-            url=url,
-            attempts=attempts,
-        )
-        self.status = status
-        self.odata_code = odata_code
-        self.page = page
-        self.retry_after = retry_after
-        self.request_id = request_id
-        self.url = url
-        self.attempts = attempts
+    def __init__(self, message: str, **details: Any) -> None:
+        unknown = set(details) - set(self.FIELDS)
+        if unknown:
+            raise TypeError(f"ExternalApiError got unknown details {sorted(unknown)}")
+        super().__init__(message, **details)
+        for name in self.FIELDS:
+            setattr(self, name, details.get(name))
 
 
 class PaginationError(WellAssetsError):

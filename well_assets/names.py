@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-# -- Dagster names (DESIGN.md "Names") --------------------------------------------------
+# -- Dagster names (README "Names") ----------------------------------------------------
 LOCATION_NAME = "well_assets"
 
 ASSET_NAME = "well_production"

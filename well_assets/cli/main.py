@@ -17,7 +17,6 @@ from well_assets.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, whole
 from well_assets.errors import ConfigError, WellAssetsError
 
 
-
 def _add_import_parser(sub) -> None:
     p = sub.add_parser(
         "import",
@@ -92,8 +91,8 @@ def _import(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from well_assets.demo_service import cli as demo_cli
     from well_assets.cli import trigger
+    from well_assets.demo_service import cli as demo_cli
 
     parser = argparse.ArgumentParser(
         prog="well-assets",

@@ -36,8 +36,8 @@ from well_assets.cli.webserver import (
     parse_endpoint,
 )
 from well_assets.errors import ConfigError, WellAssetsError
-from well_assets.names import JOB_NAME, LOCATION_NAME
-from well_assets.pages.keys import PARTITIONS_NAME, page_key
+from well_assets.names import JOB_NAME, LOCATION_NAME, PARTITIONS_NAME
+from well_assets.pages.keys import missing_keys, page_index, page_key, range_problem
 
 
 def add_parser(subparsers) -> None:
@@ -99,38 +99,25 @@ def plan_range(registered: list[str], start_page: int, max_pages: int | None) ->
     would make Dagster resolve the range to other pages.
     """
     if max_pages is not None:
-        last_page = start_page + max_pages - 1
-        present = set(registered)
-        to_add = [page_key(k) for k in range(last_page + 1) if page_key(k) not in present]
-        first, last = page_key(start_page), page_key(last_page)
+        first, last = start_page, start_page + max_pages - 1
+        to_add = missing_keys(registered, last + 1)
     else:
         to_add = []
-        from_start = [key for key in registered if int(key) >= start_page]
+        from_start = sorted(page_index(key) for key in registered if page_index(key) >= start_page)
         if not from_start:
             where = f"from page {start_page} on" if start_page else "at all"
             highest = f" (the last registered page is {max(registered)})" if registered else ""
             raise TriggerError(
                 f"no page partitions of {PARTITIONS_NAME} are registered {where}{highest}: pass "
-                f"--max-pages M to add and import M pages from {page_key(start_page)}, or register the source's pages first (turn on odata_page_sensor, or run "
-                f"`well-assets import` once with the same DAGSTER_HOME)",
+                f"--max-pages M to add and import M pages from {page_key(start_page)}, or register the source's "
+                "pages first (turn on odata_page_sensor, or run `well-assets import` once with the same DAGSTER_HOME)",
                 start_page=start_page,
             )
-        first, last = page_key(start_page), max(from_start)
-        if first not in registered:
-            first = min(from_start)
-    final = registered + to_add
-    lo, hi = final.index(first), final.index(last)
-    covered = final[lo:hi + 1]
-    expected = [page_key(k) for k in range(int(first), int(last) + 1)]
-    if covered != expected:
-        raise TriggerError(
-            f"the registered {PARTITIONS_NAME} keys are not contiguous and in ascending page order over "
-            f"{first}..{last} (Dagster orders dynamic partitions by insertion), so a range run would "
-            f"cover other pages; delete and re-add the keys in order (Dagster UI > Partitions)",
-            first=first,
-            last=last,
-        )
-    return to_add, first, last
+        first, last = from_start[0], from_start[-1]
+    problem = range_problem(registered + to_add, first, last)
+    if problem:
+        raise TriggerError(problem, first=page_key(first), last=page_key(last))
+    return to_add, page_key(first), page_key(last)
 
 
 # --- the command ---------------------------------------------------------------------------

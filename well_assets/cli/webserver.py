@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from well_assets.errors import ConfigError, WellAssetsError
-from well_assets.pages.keys import PARTITIONS_NAME
-
 from well_assets.names import JOB_NAME, RANGE_END_TAG, RANGE_START_TAG, TRIGGER_TAG
 from well_assets.names import REPORT_ASSET_NAME as REPORT_ASSET
+from well_assets.pages.keys import PARTITIONS_NAME
 
 SUMMARY_LABEL = "summary_json"
 

@@ -13,13 +13,14 @@ import dagster as dg
 from pydantic import Field
 
 from well_assets import storage
-from well_assets.reporting import summary as report
-from well_assets.names import import_id
-from well_assets.pages.stream import PageStream
-from well_assets.defs.partitions import odata_pages, page_index
-from well_assets.defs.resources import ODataResource, WellsDatabase
-from well_assets.validation.model import DEFAULT_MAX_DAILY_VOLUME, ValidationSettings
 from well_assets.defs.metadata import COLUMN_SCHEMA, REJECTS_COLUMN_SCHEMA
+from well_assets.defs.partitions import odata_pages
+from well_assets.defs.resources import ODataResource, WellsDatabase
+from well_assets.names import import_id
+from well_assets.pages.keys import page_index
+from well_assets.pages.stream import PageStream
+from well_assets.reporting import summary as report
+from well_assets.validation.model import DEFAULT_MAX_DAILY_VOLUME, ValidationSettings
 
 # dagster.yaml lists this logger under python_logs, so its INFO+ lines (retries,
 # throttling) reach the run's event log while per-request DEBUG lines stay out of it.

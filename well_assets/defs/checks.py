@@ -9,10 +9,9 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from well_assets import storage
 from well_assets.defs.assets import well_production
 from well_assets.defs.resources import WellsDatabase
-from well_assets import storage
-
 
 
 @dg.asset_check(asset=well_production, pool="duckdb", blocking=False)

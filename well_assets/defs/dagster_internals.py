@@ -9,10 +9,10 @@ so the fallback is never a silent slow-down.
 1. ``add_partition_metadata``: per-page metadata from the IO manager. The public
    ``add_asset_metadata(md, partition_key=k)`` re-reads every key of the dynamic partitions
    from the instance to check that ``k`` is targeted: O(pages) per call, O(pages^2) per
-   run (about 10 ms per call at 500 pages: 5 s of a 500-page run).
+   run (seconds for a 500-page run).
 2. ``one_planned_event_per_run``: a ranged run on the CLI's throwaway instance logs one
    "planned" event for its whole range instead of one per page (Dagster's
-   ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``; ~3 ms per page). Nobody looks at a
+   ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``). Nobody looks at a
    throwaway instance's partition statuses; with DAGSTER_HOME it is not used.
 3. ``reuse_event_log_connection``: the throwaway instance's in-memory event log writes
    over the SQLite connection it already holds instead of opening one (and running two

@@ -17,15 +17,14 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from well_assets.pages import progress
-from well_assets.errors import DatabaseError, WellAssetsError
+from well_assets import storage
 from well_assets.defs.dagster_internals import add_partition_metadata
 from well_assets.defs.metadata import page_metadata
+from well_assets.errors import DatabaseError, WellAssetsError
+from well_assets.pages import progress
 from well_assets.pages.stream import PageItem, PageStream
-from well_assets.storage import store as store_module
+from well_assets.storage import DuckDBStore, PageFailure, PageWrite
 from well_assets.storage.records import key_text
-from well_assets.storage.store import DuckDBStore, PageFailure, PageWrite
-
 
 REOPEN_EVERY_PAGES = 100
 
@@ -51,7 +50,7 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
             con = writer.con
             # Before any fetch: keys must map to the same rows they were created for.
             store.check_page_size(con, obj.page_size, obj.source)
-            done = store_module.pages_succeeded_in_runs(con, {run_id, obj.root_run_id or run_id}) & {p for p, _ in obj.pages}
+            done = storage.pages_succeeded_in_runs(con, {run_id, obj.root_run_id or run_id}) & {p for p, _ in obj.pages}
             if done:
                 context.log.info(f"{len(done)} page(s) already committed by this run group; not fetched again")
                 obj.skip_pages(done)
@@ -144,14 +143,14 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         """The production table as a Polars frame (all rows; pages shift, so no per-page slice)."""
         with self._store().connection(read_only=True) as con:
-            return store_module.load_table(con)
+            return storage.load_table(con)
 
 
 class _Writer:
     """The writer's connection, reopened every REOPEN_EVERY_PAGES pages.
 
-    A DuckDB connection keeps caches that grow with the table it writes (measured: 60-90 MB
-    per 500 pages of 1000 rows); reopening between two page transactions returns them, so
+    A DuckDB connection keeps caches that grow with the table it writes (docs/benchmarks.md);
+    reopening between two page transactions returns them, so
     a run's memory stays flat however many pages it covers. The file lock is released for
     that instant; another writer would be waited for (the store retries the lock).
     """

@@ -10,9 +10,8 @@ from __future__ import annotations
 import dagster as dg
 
 from well_assets.defs.assets import well_production, well_production_import_report
-from well_assets.defs.partitions import page_key
-
 from well_assets.names import RANGE_END_TAG, RANGE_START_TAG
+from well_assets.pages.keys import page_key
 
 odata_import_job = dg.define_asset_job(
     name="odata_import_job",

@@ -23,14 +23,12 @@ from typing import Any, Iterator
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from well_assets import settings
-from well_assets.odata import ClientConfig, ODataClient
-from well_assets import storage
+from well_assets import settings, storage
+from well_assets.defs.io_manager import WellsDuckDBIOManager
 from well_assets.errors import ConfigError
+from well_assets.odata import ClientConfig, ODataClient
 from well_assets.pages.fetcher import PageFetcher
 from well_assets.storage import DuckDBStore
-from well_assets.defs.io_manager import WellsDuckDBIOManager
-
 
 _CLIENT_DEFAULTS = ClientConfig(base_url="http://defaults.invalid")  # the one place the client's defaults live
 # The resource's fields that are the client's own settings, passed on by name.

@@ -16,21 +16,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from well_assets.errors import ConfigError, WellAssetsError
 from well_assets.defs.jobs import odata_import_job, range_tags
-from well_assets.names import SCHEDULE_NAME, TRIGGER_TAG
-from well_assets.settings import Settings
-from well_assets.defs.partitions import page_count, page_key, register_pages
+from well_assets.defs.partitions import register_pages
 from well_assets.defs.resources import ODataResource
 from well_assets.defs.sensors import sensor_client
-
-
-
-def tail_range(n_pages: int, tail: int) -> tuple[int, int] | None:
-    """The last `tail` pages of `n_pages` (inclusive bounds), None for an empty source."""
-    if n_pages <= 0:
-        return None
-    return max(n_pages - tail, 0), n_pages - 1
+from well_assets.errors import ConfigError, WellAssetsError
+from well_assets.names import SCHEDULE_NAME, TRIGGER_TAG
+from well_assets.pages.keys import page_count, page_key, tail_range
+from well_assets.settings import Settings
 
 
 def build_nightly_refresh(settings: Settings) -> dg.ScheduleDefinition:

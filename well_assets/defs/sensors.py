@@ -28,14 +28,14 @@ from dataclasses import dataclass
 import dagster as dg
 
 from well_assets.defs.assets import MAX_PAGES_PER_RUN
-from well_assets.errors import ConfigError, WellAssetsError
 from well_assets.defs.jobs import odata_import_job, range_tags
-from well_assets.names import SENSOR_NAME, TRIGGER_TAG
-from well_assets.settings import Settings
-from well_assets.odata import ODataClient
-from well_assets.defs.partitions import odata_pages, page_count, page_key
+from well_assets.defs.partitions import odata_pages
 from well_assets.defs.resources import ODataResource
-
+from well_assets.errors import ConfigError, WellAssetsError
+from well_assets.names import SENSOR_NAME, TRIGGER_TAG
+from well_assets.odata import ODataClient
+from well_assets.pages.keys import missing_keys, page_count, page_key, range_problem, run_ranges
+from well_assets.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,11 @@ def parse_cursor(raw: str | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _chunks(first: int, last: int, size: int) -> list[tuple[int, int]]:
-    return [(lo, min(lo + size - 1, last)) for lo in range(first, last + 1, size)]
-
-
 def plan_tick(cursor: dict, count: int, page_size: int, source: str, registered: list[str],
               max_pages_per_run: int = MAX_PAGES_PER_RUN) -> TickPlan:
     """Decides a tick from the cursor, the source's count and the registered keys (in order)."""
     n_pages = page_count(count, page_size)
-    present = set(registered)
-    to_add = [page_key(k) for k in range(n_pages) if page_key(k) not in present]
+    to_add = missing_keys(registered, n_pages)
     seq = int(cursor.get("seq", 0)) + 1
     new_cursor = {"count": count, "page_size": page_size, "source": source, "seq": seq}
     previous = cursor.get("count")
@@ -103,21 +98,11 @@ def plan_tick(cursor: dict, count: int, page_size: int, source: str, registered:
         first = max(page_count(previous, page_size) - 1, 0)
         reason = (f"source grew from {previous} to {count} rows: {len(to_add)} new page(s), "
                   f"importing pages {page_key(first)}..{page_key(n_pages - 1)}")
-    ranges = _chunks(first, n_pages - 1, max_pages_per_run)
-    problem = check_order(registered + to_add, first, n_pages - 1)
+    ranges = run_ranges(first, n_pages - 1, max_pages_per_run)
+    problem = range_problem(registered + to_add, first, n_pages - 1)
     if problem:
         return TickPlan([], [], problem, None)
     return TickPlan(to_add, ranges, reason, new_cursor)
-
-
-def check_order(keys: list[str], first: int, last: int) -> str | None:
-    """A reason when keys first..last would not resolve to exactly those pages, else None."""
-    lo, hi = keys.index(page_key(first)), keys.index(page_key(last))
-    if keys[lo:hi + 1] != [page_key(k) for k in range(first, last + 1)]:
-        return (f"the {odata_pages.name} keys are not in ascending page order over "
-                f"{page_key(first)}..{page_key(last)} (Dagster orders dynamic partitions by insertion), "
-                "so a range run would import other pages; delete and re-add the keys in order")
-    return None
 
 
 def sensor_client(odata: ODataResource) -> ODataClient:

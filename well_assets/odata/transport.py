@@ -38,20 +38,20 @@ USER_AGENT = f"well-assets/{__version__}"
 ACCEPT_JSON = "application/json;odata.metadata=minimal"
 
 
+@dataclass
 class _Transient(Exception):
     """One attempt failed in a way worth retrying (never leaves this module)."""
 
-    def __init__(self, reason: str, *, status: int | None = None, odata_code: str | None = None,
-                 odata_message: str | None = None, retry_after: float | None = None,
-                 request_id: str = "", elapsed: float = 0.0) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.odata_code = odata_code
-        self.odata_message = odata_message
-        self.retry_after = retry_after
-        self.request_id = request_id
-        self.elapsed = elapsed
+    reason: str
+    status: int | None = None
+    odata_code: str | None = None
+    odata_message: str | None = None
+    retry_after: float | None = None
+    request_id: str = ""
+    elapsed: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__init__(self.reason)
 
 
 @dataclass

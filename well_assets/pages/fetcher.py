@@ -3,7 +3,7 @@ retries, throttle, response cache) and validates it (Polars, Pandera), then hand
 frames back.
 
 Why a process and not a thread: decoding JSON, building the frame and running Pandera hold
-the GIL for 15-20 ms per page. In a thread next to the writer they stalled its DuckDB
+the GIL for most of a page's work (docs/benchmarks.md). In a thread next to the writer they stalled its DuckDB
 statements, which need the GIL back between calls. In a process of its own this stage runs
 on the other core and the writer never waits for it.
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterator
 
+from well_assets.odata import ClientConfig
 from well_assets.pages import fetcher as fetch_worker
 from well_assets.pages.fetcher import PageFetcher, PageItem
-from well_assets.odata import ClientConfig
 from well_assets.validation.model import ValidationSettings
 
 __all__ = ["PageItem", "PageStream"]  # PageItem is built by the page fetcher

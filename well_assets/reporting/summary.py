@@ -1,4 +1,4 @@
-"""The import summary: DESIGN.md's JSON shape, built from the page ledger.
+"""The import summary: the JSON shape of the README, built from the page ledger.
 
 One function, ``import_summary``, serves the CLI (`--json` and the table it prints) and
 the `well_production_import_report` asset, so both report the same figures for the same

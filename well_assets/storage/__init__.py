@@ -1,15 +1,9 @@
-"""DuckDB storage of well production pages.
-
-``store`` is plain Python (no Dagster): ``DuckDBStore`` and the page types. The Dagster
-IO manager that wraps it lives next to it and is not imported here.
+"""DuckDB storage of well production pages (no Dagster): the store (connections, tables,
+the page size per source), one page's transaction, the records it takes, and the reads
+the report and the checks run. The Dagster IO manager that uses it is ``defs.io_manager``.
 """
 
-from well_assets.storage.store import (
-    DATABASE_SETTING,
-    DuckDBStore,
-    PageCounts,
-    PageFailure,
-    PageWrite,
+from well_assets.storage.reads import (
     duplicate_key_count,
     import_page_status,
     latest_page_status,
@@ -18,10 +12,10 @@ from well_assets.storage.store import (
     page_log,
     pages_succeeded_in_runs,
     schema_violation_count,
-    source_identity,
     table_row_count,
-    utc_now,
 )
+from well_assets.storage.records import PageCounts, PageFailure, PageWrite, source_identity, utc_now
+from well_assets.storage.store import DATABASE_SETTING, DuckDBStore
 
 __all__ = [
     "DATABASE_SETTING",

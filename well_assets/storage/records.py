@@ -3,7 +3,7 @@
 Plain dataclasses (no DuckDB), so the pipeline can build them without a connection.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,107 +39,51 @@ def key_text(key: Any) -> str | None:
 # ------------------------------------------------------------------------ page types
 
 
-@dataclass
-class PageWrite:
-    """Everything ``write_page`` stores for one page. Only the first five fields are
-    required; the figures default to "unknown"/zero. ``PageWrite.build`` fills it from
-    a fetched page (``odata.PageResult``) and a ``schema.ValidatedPage``."""
+@dataclass(kw_only=True)
+class PageFigures:
+    """What the ledger records of every page attempt, a success or a failure: the figures
+    known at the time (None or zero: unknown). Credentials never appear in any of them."""
 
     page: int
     partition_key: str
     run_id: str
-    valid: pl.DataFrame  # schema.COLUMNS; keys unique (validate_page guarantees it)
-    rejects: pl.DataFrame | None = None  # schema.REJECT_COLUMNS; None = no rejects
-    in_page_duplicates: int = 0
     skip: int | None = None
     top: int | None = None
     source: str | None = None  # source_identity(...): no credentials
     page_size: int | None = None
-    rows_fetched: int | None = None  # None: valid + rejects + in_page_duplicates
-    source_count: int | None = None
-    first_key: tuple[str, str] | str | None = None
-    last_key: tuple[str, str] | str | None = None
-    fetch_seconds: float = 0.0
-    validate_seconds: float = 0.0
-    throttle_seconds: float = 0.0
-    retries: int = 0
-    bytes: int = 0
-    cache_hit: bool = False
-    started_at: datetime | None = None  # naive UTC; None: when write_page starts
-    import_id: str | None = None  # the import (CLI command, backfill, run group) the page belongs to
-    run_started_at: datetime | None = None  # naive UTC start of the page's run
-    rss_mb: float | None = None  # peak memory of the importing processes when the page was written
-    max_daily_volume: float | None = None  # the limit the page was validated with
-
-    @classmethod
-    def build(
-        cls,
-        fetched: Any,
-        validated: Any,
-        *,
-        partition_key: str,
-        run_id: str,
-        source: str | None = None,
-        page_size: int | None = None,
-        started_at: datetime | None = None,
-    ) -> "PageWrite":
-        """From an ``odata.PageResult``-like object (page, skip, top, records,
-        source_count, bytes, http_seconds, throttle_seconds, retries, from_cache,
-        first_key, last_key) and a ``schema.ValidatedPage``."""
-        return cls(
-            page=fetched.page,
-            partition_key=partition_key,
-            run_id=run_id,
-            valid=validated.valid,
-            rejects=validated.rejects,
-            in_page_duplicates=validated.in_page_duplicates,
-            skip=fetched.skip,
-            top=fetched.top,
-            source=source,
-            page_size=page_size,
-            rows_fetched=len(fetched.records),
-            source_count=fetched.source_count,
-            first_key=fetched.first_key,
-            last_key=fetched.last_key,
-            fetch_seconds=fetched.http_seconds,
-            validate_seconds=validated.validate_seconds,
-            throttle_seconds=fetched.throttle_seconds,
-            retries=fetched.retries,
-            bytes=fetched.bytes,
-            cache_hit=fetched.from_cache,
-            started_at=started_at,
-        )
-
-
-@dataclass
-class PageFailure:
-    """A failed page attempt for the ledger. ``error`` is stored as given (callers pass
-    redacted text only). Figures known at the time of failure may be filled in."""
-
-    page: int
-    partition_key: str
-    run_id: str
-    error: str
-    skip: int | None = None
-    top: int | None = None
-    source: str | None = None
-    page_size: int | None = None
-    rows_fetched: int | None = None
+    rows_fetched: int | None = None  # PageWrite: None = valid + rejects + in_page_duplicates
     source_count: int | None = None
     first_key: tuple[str, str] | str | None = None
     last_key: tuple[str, str] | str | None = None
     fetch_seconds: float | None = None
     validate_seconds: float | None = None
-    db_seconds: float | None = None
     throttle_seconds: float | None = None
     retries: int | None = None
     bytes: int | None = None
     cache_hit: bool | None = None
-    started_at: datetime | None = None
-    import_id: str | None = None
-    run_started_at: datetime | None = None
-    rss_mb: float | None = None
-    max_daily_volume: float | None = None
+    started_at: datetime | None = None  # naive UTC; None: when the write starts
+    import_id: str | None = None  # the import (CLI command, backfill, run group) the page belongs to
+    run_started_at: datetime | None = None  # naive UTC start of the page's run
+    rss_mb: float | None = None  # peak memory of the importing processes when the page was written
+    max_daily_volume: float | None = None  # the limit the page was validated with
+
+
+@dataclass(kw_only=True)
+class PageWrite(PageFigures):
+    """Everything ``write_page`` stores for one page: its rows and rejects, and its figures."""
+
+    valid: pl.DataFrame  # validation.columns.COLUMNS; keys unique (validate_page guarantees it)
+    rejects: pl.DataFrame | None = None  # validation.columns.REJECT_COLUMNS; None = no rejects
+    in_page_duplicates: int = 0
+
+
+@dataclass(kw_only=True)
+class PageFailure(PageFigures):
+    """A failed page attempt for the ledger. ``error`` is stored as given (callers pass
+    redacted text only)."""
+
+    error: str
+    db_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,5 +99,5 @@ class PageCounts:
     rejected: int
     db_seconds: float
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+
+FIGURE_FIELDS = tuple(f.name for f in fields(PageFigures))

@@ -23,8 +23,8 @@ _DATA = ", ".join(COLUMNS)  # well_code, production_date, oil/gas/water_producti
 # (lineage included, so a re-import leaves the table byte-identical). RETURNING yields
 # one row per written row: new rows have imported_at = updated_at (both the page's
 # stamp), updated rows keep their older imported_at. Unchanged = page rows - returned.
-# The lineage values are bound parameters (adding them as columns of the page frame cost
-# ~1.5 ms per page).
+# The lineage values are bound parameters: cheaper than adding them as columns of every
+# page frame (docs/benchmarks.md).
 UPSERT_PAGE = f"""
 INSERT INTO well_production ({_DATA}, source_page, run_id, imported_at, updated_at)
 SELECT {_DATA}, $page, $run_id, $now, $now FROM {PAGE_VALID_VIEW}
@@ -38,9 +38,8 @@ RETURNING imported_at = updated_at AS is_new
 """
 
 # The fast path of a page none of whose keys is stored yet (a first import): a plain
-# INSERT, measured 8-10 ms per 1000-row page where the upsert takes 14-19 ms at 1.5M rows
-# (DuckDB's ON CONFLICT costs more than the primary-key check of a plain insert, and grows
-# with the table). The primary key refuses it if any key is stored; the store then
+# INSERT, about half the cost of the upsert at 1.5M rows (DuckDB's ON CONFLICT costs more
+# than the primary-key check of a plain insert, and grows with the table; docs/benchmarks.md). The primary key refuses it if any key is stored; the store then
 # upserts the page (page_write._upsert_rows).
 INSERT_NEW_PAGE = f"""
 INSERT INTO well_production ({_DATA}, source_page, run_id, imported_at, updated_at)
@@ -134,8 +133,7 @@ ORDER BY page
 LEAN_SETTINGS = "SET memory_limit = '64MB'; SET threads = 1"
 
 # The page writer runs one small statement after another: a second DuckDB thread only
-# adds hand-offs, and takes a core from the page fetcher process (measured at 1.5M rows:
-# the writer's time between pages 27.0 s with the default 2 threads, 22.7 s with 1).
+# adds hand-offs, and takes a core from the page fetcher process (docs/benchmarks.md).
 WRITER_SETTINGS = "SET threads = 1"
 
 # Pages whose latest outcome in the given runs is a success: a retried step or a
@@ -149,8 +147,8 @@ QUALIFY row_number() OVER (PARTITION BY page ORDER BY log_id DESC) = 1
 
 # A cheap screen before DUPLICATE_KEY_COUNT: rows minus distinct 64-bit key hashes. 0 means
 # no key is stored twice (equal keys hash equal); anything else (a duplicate, or a hash
-# collision) is then counted exactly. At 1.5M rows: +43 MB peak and 0.22 s, where the exact
-# GROUP BY takes +96 MB and 0.36 s even on a lean connection.
+# collision) is then counted exactly. The screen needs about half the memory and time of
+# the exact GROUP BY (docs/benchmarks.md).
 KEY_HASH_SURPLUS = "SELECT count(*) - count(DISTINCT hash(well_code, production_date)) FROM well_production"
 
 DUPLICATE_KEY_COUNT = """

@@ -12,24 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import duckdb
-import polars as pl
 
 from well_assets import errors
 from well_assets.settings import validate_database
 from well_assets.storage import page_write, sql
 from well_assets.storage.page_write import fetch_all
-from well_assets.storage.reads import (
-    duplicate_key_count,
-    import_page_status,
-    latest_page_status,
-    load_rejects,
-    load_table,
-    page_log,
-    pages_succeeded_in_runs,
-    schema_violation_count,
-    table_row_count,
-)
-from well_assets.storage.records import PageCounts, PageFailure, PageWrite, source_identity, utc_now
+from well_assets.storage.records import PageCounts, PageFailure, PageWrite, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +37,7 @@ class DuckDBStore:
             store.check_page_size(con, 1000, source)
             counts = store.write_page(con, PageWrite(...))
         with store.connection(read_only=True) as con:
-            store.latest_page_status(con)
+            latest_page_status(con)             # reads are module functions (storage.reads)
     """
 
     def __init__(self, path: str | os.PathLike, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
@@ -71,7 +59,7 @@ class DuckDBStore:
         another process holds the file's write lock.
 
         ``lean``: a small buffer pool and one thread, for whole-table checks that would
-        otherwise hold ~100 MB per million rows in the process (DuckDB spills instead)."""
+        otherwise hold memory in proportion to the table (DuckDB spills instead)."""
         con = self._connect(read_only)
         try:
             if lean:
@@ -185,46 +173,3 @@ class DuckDBStore:
     def record_failure(self, con: duckdb.DuckDBPyConnection, page: PageFailure) -> None:
         """Append a ``failed`` ledger row for ``page`` (its own implicit transaction)."""
         page_write.record_failure(con, page)
-
-    # -- reads (also available as module functions) -----------------------------------
-
-    def latest_page_status(self, con, source: str | None = None) -> pl.DataFrame:
-        return latest_page_status(con, source)
-
-    def page_log(self, con) -> pl.DataFrame:
-        return page_log(con)
-
-    def duplicate_key_count(self, con) -> int:
-        return duplicate_key_count(con)
-
-    def schema_violation_count(self, con) -> int:
-        return schema_violation_count(con)
-
-    def table_row_count(self, con) -> int:
-        return table_row_count(con)
-
-    def load_table(self, con) -> pl.DataFrame:
-        return load_table(con)
-
-    def load_rejects(self, con) -> pl.DataFrame:
-        return load_rejects(con)
-
-
-__all__ = [
-    "DATABASE_SETTING",
-    "DuckDBStore",
-    "PageCounts",
-    "PageFailure",
-    "PageWrite",
-    "duplicate_key_count",
-    "import_page_status",
-    "latest_page_status",
-    "load_rejects",
-    "load_table",
-    "page_log",
-    "pages_succeeded_in_runs",
-    "schema_violation_count",
-    "source_identity",
-    "table_row_count",
-    "utc_now",
-]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from well_assets.errors import ConfigError, PaginationError
-from well_assets.cli.importer import plan_pages
+from well_assets.errors import ConfigError
 from well_assets_tests.expected import expected_table, query, stored_table
 
 FULL_ROWS = 150_000
@@ -106,19 +105,6 @@ def test_other_page_size_is_refused_before_anything_is_written(demo_server, run_
     with pytest.raises(ConfigError, match="ODATA_PAGE_SIZE"):
         run_import(server, page_size=400)
     assert query(db_path, "select count(*) from odata_page_log")[0][0] == before
-
-
-@pytest.mark.parametrize(
-    ("count", "size", "start", "most", "pages"),
-    [(2500, 1000, 0, None, [0, 1, 2]), (2500, 1000, 1, 1, [1]), (3000, 1000, 2, 5, [2]), (0, 1000, 0, None, [])],
-)
-def test_plan_pages(count, size, start, most, pages):
-    assert plan_pages(count, size, start, most) == pages
-
-
-def test_plan_pages_refuses_a_start_past_the_end():
-    with pytest.raises(PaginationError, match="past the last page"):
-        plan_pages(2500, 1000, 3, None)
 
 
 def test_embedded_demo_service_is_used_when_no_base_url_is_set(db_path, monkeypatch):

@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 
 from well_assets.defs.definitions import build_definitions
+from well_assets.defs.schedules import build_nightly_refresh
 from well_assets.errors import ConfigError
-from well_assets.defs.schedules import build_nightly_refresh, tail_range
 from well_assets.settings import Settings
 
 START = "dagster/asset_partition_range_start"
@@ -76,12 +76,6 @@ def test_unreachable_source_skips(instance, tmp_path):
 def test_empty_source_skips(instance, demo_server, tmp_path):
     result = evaluate(instance, demo_server(rows=0).base_url, tmp_path)
     assert isinstance(result, dg.SkipReason) and "empty" in result.skip_message
-
-
-def test_tail_range():
-    assert tail_range(0, 3) is None
-    assert tail_range(2, 3) == (0, 1)
-    assert tail_range(150, 3) == (147, 149)
 
 
 odata_nightly_refresh = build_nightly_refresh(Settings(base_url=None))

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from well_assets.defs.definitions import build_definitions
-from well_assets.errors import ConfigError
 from well_assets.defs.partitions import odata_pages
 from well_assets.defs.sensors import build_page_sensor, parse_cursor, plan_tick
+from well_assets.errors import ConfigError
 from well_assets.settings import Settings
 
 odata_page_sensor = build_page_sensor(Settings(base_url=None))
@@ -198,7 +198,7 @@ def test_plan_refuses_keys_out_of_insertion_order():
     registered = keys(5, 7) + keys(0, 4)  # someone added 00005.. before 00000
     plan = plan_tick({}, 8000, 1000, "s", registered)
     assert plan.ranges == [] and plan.cursor is None
-    assert "not in ascending page order" in plan.reason
+    assert "not contiguous and in ascending page order" in plan.reason
 
 
 def test_plan_splits_a_huge_first_import_like_a_backfill():

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from well_assets_tests.conftest import LIVE_PAGE_SIZE, LIVE_ROWS
-from well_assets_tests.live_stack import BIN, ROOT, RUN_TIMEOUT, page_rows, report_summary, source_rows, table_rows
 from well_assets_tests.live.test_launch_paths import latest_ledger
+from well_assets_tests.live_stack import BIN, ROOT, RUN_TIMEOUT, page_rows, report_summary, source_rows, table_rows
 
 pytestmark = pytest.mark.slow
 

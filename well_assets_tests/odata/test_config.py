@@ -6,6 +6,7 @@ import pytest
 
 from well_assets.errors import ConfigError, PaginationError
 from well_assets.odata import ClientConfig, ODataClient
+
 try:  # works whether or not well_assets_tests is a package
     from well_assets_tests.odata_helpers import RecordingServer
 except ImportError:

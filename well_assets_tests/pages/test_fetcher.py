@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from well_assets.pages import fetcher as fetch_worker
 from well_assets.errors import ExternalApiError, ValidationError, WellAssetsError
 from well_assets.odata import ClientConfig, ODataClient
+from well_assets.pages import fetcher as fetch_worker
 from well_assets.validation.model import ValidationSettings
 from well_assets.validation.page import validate_page
 from well_assets_tests.odata_helpers import set_faults

@@ -10,8 +10,8 @@ import re
 import dagster as dg
 import pytest
 
-from well_assets.reporting import summary as report
 from well_assets.cli.main import main
+from well_assets.reporting import summary as report
 
 
 def _report_materializations(instance) -> list[dg.AssetMaterialization]:

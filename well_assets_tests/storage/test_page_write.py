@@ -2,14 +2,12 @@
 idempotency, the plain-INSERT fast path, rollback, the ledger."""
 
 import datetime as dt
-from types import SimpleNamespace
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from well_assets import errors
-from well_assets.storage.page_write import FastInsert
 from well_assets.storage import (
     PageFailure,
     PageWrite,
@@ -17,9 +15,10 @@ from well_assets.storage import (
     load_rejects,
     load_table,
     page_log,
+    page_write,
     table_row_count,
 )
-from well_assets.storage import page_write
+from well_assets.storage.page_write import FastInsert
 from well_assets.validation.page import validate_page
 from well_assets_tests.storage_helpers import SOURCE, make_page, rec
 
@@ -281,14 +280,15 @@ def test_record_failure_and_latest_status(store):
         assert latest_page_status(con, source="other").height == 0
 
 
-def test_page_write_build_from_fetched_page(store):
+def test_every_figure_of_a_page_reaches_the_ledger(store):
     records = [rec(day=1), rec(day=2, oil="n/a")]
-    fetched = SimpleNamespace(
-        page=3, skip=3000, top=1000, records=records, source_count=99, bytes=1234,
-        http_seconds=0.5, throttle_seconds=0.25, retries=1, from_cache=True,
+    validated = validate_page(records)
+    w = PageWrite(
+        page=3, partition_key="00003", run_id="r", valid=validated.valid, rejects=validated.rejects,
+        skip=3000, top=1000, source=SOURCE, page_size=1000, rows_fetched=2, source_count=99, bytes=1234,
+        fetch_seconds=0.5, throttle_seconds=0.25, retries=1, cache_hit=True,
         first_key=("WELL_001", "2023-01-01"), last_key=("WELL_001", "2023-01-02"),
     )
-    w = PageWrite.build(fetched, validate_page(records), partition_key="00003", run_id="r", source=SOURCE, page_size=1000)
     with store.connection() as con:
         store.write_page(con, w)
         row = page_log(con).row(0, named=True)

@@ -12,7 +12,6 @@ import polars as pl
 import pytest
 
 from well_assets import errors
-from well_assets.validation.columns import COLUMNS
 from well_assets.storage import (
     DuckDBStore,
     duplicate_key_count,
@@ -21,8 +20,8 @@ from well_assets.storage import (
     source_identity,
     table_row_count,
 )
+from well_assets.validation.columns import COLUMNS
 from well_assets_tests.storage_helpers import SOURCE, make_page, rec
-
 
 # -------------------------------------------------------------------- page size
 
@@ -161,7 +160,7 @@ def test_read_helpers(store):
             ["WELL_X", dt.date(2023, 1, 1), -4.0],
         ).fetchall()
         assert schema_violation_count(con) == 2
-        assert store.table_row_count(con) == 5
+        assert table_row_count(con) == 5
 
 
 def test_source_identity_has_no_credentials():
