@@ -77,6 +77,13 @@ class ValidationError(WellAssetsError):
     code = "VALIDATION_ERROR"
 
 
+class DeleteGuardError(WellAssetsError):
+    """A page sync would delete more of its stored rows than ODATA_MAX_DELETE_FRACTION allows;
+    nothing was written."""
+
+    code = "DATABASE_ERROR"
+
+
 class DatabaseError(WellAssetsError):
     """DuckDB failed; the page's transaction was rolled back."""
 

@@ -132,6 +132,8 @@ class Settings:
     # the bundled demo service (no base_url)
     demo_rows: int = 150_000
     demo_bad_rows: float = 0.001
+    # page syncs
+    max_delete_fraction: float = 0.5
     # the sensor and the schedule
     sensor_interval: int = 300
     refresh_cron: str = "0 2 * * *"
@@ -157,6 +159,7 @@ class Settings:
             cache_dir=env.get("ODATA_CACHE_DIR", cls.cache_dir),
             demo_rows=int(_number(env, "WELL_ASSETS_DEMO_ROWS", 150_000, whole=True, most=50_000_000)),
             demo_bad_rows=_number(env, "WELL_ASSETS_DEMO_BAD_ROWS", 0.001, most=0.5),
+            max_delete_fraction=_number(env, "ODATA_MAX_DELETE_FRACTION", 0.5, most=1.0),
             sensor_interval=int(_number(env, "WELL_ASSETS_SENSOR_INTERVAL", 300, whole=True, least=10, most=86400)),
             refresh_cron=validate_cron(env.get("WELL_ASSETS_REFRESH_CRON", cls.refresh_cron), "WELL_ASSETS_REFRESH_CRON"),
             refresh_timezone=validate_timezone(env.get("WELL_ASSETS_REFRESH_TIMEZONE", cls.refresh_timezone),

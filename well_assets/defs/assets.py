@@ -18,6 +18,7 @@ from well_assets.defs.partitions import odata_pages
 from well_assets.defs.resources import ODataResource, WellsDatabase
 from well_assets.names import import_id
 from well_assets.pages.keys import page_index
+from well_assets.pages.ranges import raw_key
 from well_assets.pages.stream import PageStream
 from well_assets.reporting import summary as report
 from well_assets.validation.model import DEFAULT_MAX_DAILY_VOLUME, ValidationSettings
@@ -63,15 +64,18 @@ class ImportConfig(dg.Config):
     tags={"source": "odata"},
 )
 def well_production(
-    context: dg.AssetExecutionContext, config: ImportConfig, odata: ODataResource
+    context: dg.AssetExecutionContext, config: ImportConfig, odata: ODataResource, wells_db: WellsDatabase
 ) -> PageStream:
     """Daily production (oil, gas, water) per well per day, one partition per OData page.
 
-    Each page is fetched from the OData service, validated with the Pandera schema, and
-    committed to DuckDB in one transaction: new and corrected rows are upserted by
-    (well_code, production_date), bad rows go to `well_production_rejects` with the
-    reason, and the page's figures go to the `odata_page_log` ledger. Re-running a page
-    is idempotent; rows are never deleted by a re-run.
+    A page is a range of the key (well, day) in the source's order: first read by offset,
+    from then on by its key range, so changes elsewhere in the source never shift it.
+    Each page is validated with the Pandera model and committed to DuckDB in one
+    transaction: the table's rows in the page's range become the source's (new and
+    corrected rows upserted by (well_code, production_date), rows the source no longer has
+    deleted and kept in `well_production_deleted`), bad rows go to
+    `well_production_rejects` with the reason, and the page's figures go to the
+    `odata_page_log` ledger. A last page that outgrew a page is split into new pages.
     """
     if not 1 <= config.prefetch <= 8:
         raise dg.Failure(f"invalid setting prefetch={config.prefetch}: allowed values are 1..8")
@@ -87,12 +91,14 @@ def well_production(
     odata.purge_expired_caches()
     record = context.instance.get_run_record_by_id(run.run_id)
     started = record.start_time if record is not None and record.start_time else time.time()
+    source = odata.source_identity()
+    instance = context.instance
     return PageStream(
         fetcher=odata.page_fetcher(),
         client_config=odata.client_config(run_id=run.run_id[:8], cache_namespace=root_run),
         pages=pages,
         page_size=odata.page_size,
-        source=odata.source_identity(),
+        source=source,
         validation=ValidationSettings(max_daily_volume=config.max_daily_volume),
         prefetch=config.prefetch,
         cache_dir=odata.run_cache_dir(root_run),
@@ -100,7 +106,19 @@ def well_production(
         root_run_id=root_run,
         import_id=import_id(run.tags, run.run_id, run.root_run_id),
         run_started_at=datetime.fromtimestamp(started, UTC).replace(tzinfo=None),
+        ranges=_known_ranges(wells_db, source, [page for page, _ in pages]),
+        max_delete_fraction=wells_db.max_delete_fraction,
+        register_keys=lambda keys: instance.add_dynamic_partitions(odata_pages.name, keys),
     )
+
+
+def _known_ranges(wells_db: WellsDatabase, source: str, pages: list[int]) -> dict[int, tuple]:
+    """The key ranges of the given pages that were synced before: they are read by range."""
+    mapped = wells_db.page_map(source)
+    lowers = {page: lower for page, lower, _synced in mapped}
+    synced = {page for page, _lower, was_synced in mapped if was_synced}
+    return {page: (raw_key(lowers.get(page)), raw_key(lowers.get(page + 1)))
+            for page in pages if page in synced and (page == 0 or lowers.get(page) is not None)}
 
 
 @dg.asset(

@@ -11,7 +11,8 @@ import polars as pl
 
 from well_assets import storage
 from well_assets.defs.assets import well_production
-from well_assets.defs.resources import WellsDatabase
+from well_assets.defs.resources import ODataResource, WellsDatabase
+from well_assets.pages.keys import page_key
 
 
 @dg.asset_check(asset=well_production, pool="duckdb", blocking=False)
@@ -40,52 +41,55 @@ def well_production_schema(wells_db: WellsDatabase) -> dg.AssetCheckResult:
     )
 
 
-def reconcile(ledger: pl.DataFrame) -> tuple[bool, dg.AssetCheckSeverity, dict]:
-    """Compares what the pages received with what the source said it had.
+def reconcile(mapped: list[tuple[int, tuple | None, bool]], ledger: pl.DataFrame,
+              on_table: dict[int, tuple[int, int]]) -> tuple[bool, dict]:
+    """Every page's key range against the table, page by page.
 
-    For each imported page the source count implies how many rows the page should hold
-    (``clamp(count - skip, 0, top)``); accepted + rejected + in-page duplicates must add up
-    to that. A mismatch is an ERROR unless the source count changed during the import
-    (pages shift then), which is a WARN.
-    """
-    ok = ledger.filter(pl.col("status") == "succeeded")
-    if ok.is_empty():
-        return True, dg.AssetCheckSeverity.WARN, {"pages_checked": 0}
-    counts = ok.get_column("source_count").drop_nulls().unique()
-    count = int(counts.max()) if len(counts) else None
-    if count is None:
-        return True, dg.AssetCheckSeverity.WARN, {"pages_checked": ok.height, "note": "the source reported no count"}
-    expected = ok.select(
-        ((pl.lit(count) - pl.col("skip")).clip(0, None)).clip(None, pl.col("top")).sum()
-    ).item()
-    received = int(ok.get_column("rows_fetched").sum())
-    changed = len(counts) > 1
-    passed = received == expected
-    failed_pages = ledger.filter(pl.col("status") == "failed").get_column("partition_key").to_list()
+    A synced page must still hold in its range exactly what its last sync left there,
+    which is what the source had: as many rows, with the same keys (a checksum of them).
+    The ranges must tile the key space: pages 0..n-1, each starting after the one before.
+    Equal totals prove nothing: a table can miss rows in one page and keep stale ones in
+    another."""
+    synced = ledger.filter(pl.col("status") == "succeeded")
+    last_sync = {row["page"]: (row["rows_in_range"], row["key_checksum"]) for row in synced.iter_rows(named=True)}
+    differing, unsynced = [], []
+    for page, _lower, was_synced in mapped:
+        expected = last_sync.get(page)
+        if not was_synced or expected is None or expected[0] is None:
+            unsynced.append(page_key(page))
+            continue
+        rows, checksum = on_table.get(page, (0, 0))
+        if (rows, checksum) != (int(expected[0]), int(expected[1])):
+            differing.append({"page": page_key(page), "source_rows": int(expected[0]), "table_rows": rows,
+                              "same_keys": checksum == int(expected[1])})
+    pages = [page for page, _, _ in mapped]
+    lowers = [lower for page, lower, _ in mapped if page > 0]
+    gaps = pages != list(range(len(pages))) or any(lower is None for lower in lowers) or lowers != sorted(lowers)
+    failed = ledger.filter(pl.col("status") == "failed").get_column("partition_key").to_list() if ledger.height else []
     metadata = {
-        "source_count": count,
-        "expected_rows_for_imported_pages": int(expected),
-        "received_rows": received,
-        "accepted_rows": int(ok.select(pl.col("rows_new") + pl.col("rows_updated")
-                                       + pl.col("rows_duplicate") - pl.col("in_page_duplicates")).sum().item()),
-        "rejected_rows": int(ok.get_column("rows_rejected").sum()),
-        "in_page_duplicates": int(ok.get_column("in_page_duplicates").sum()),
-        "pages_checked": ok.height,
-        "failed_pages": failed_pages,
-        "source_changed_during_import": changed,
+        "pages_checked": len(pages) - len(unsynced),
+        "pages_differing": [d["page"] for d in differing],
+        "differences": differing,
+        "pages_not_synced": unsynced,
+        "ranges_tile_the_keys": not gaps,
+        "failed_pages": failed,
     }
-    severity = dg.AssetCheckSeverity.WARN if changed else dg.AssetCheckSeverity.ERROR
-    return passed, severity, metadata
+    return not differing and not gaps, metadata
 
 
 @dg.asset_check(asset=well_production, pool="duckdb", blocking=False)
-def well_production_reconciliation(wells_db: WellsDatabase) -> dg.AssetCheckResult:
-    """Source count = accepted + rejected + in-page duplicates for the imported pages
-    (WARN when the source changed during the import, ERROR otherwise)."""
+def well_production_reconciliation(wells_db: WellsDatabase, odata: ODataResource) -> dg.AssetCheckResult:
+    """Page by page, the table holds in each page's key range exactly what the source had
+    there at the page's last sync (rows and a checksum of their keys), and the ranges tile
+    the keys without gaps: ERROR naming the pages otherwise, even when the totals agree."""
     with wells_db.store().connection(read_only=True, lean=True) as con:
-        ledger = storage.latest_page_status(con)
-    passed, severity, metadata = reconcile(ledger)
-    return dg.AssetCheckResult(passed=passed, severity=severity, metadata=metadata)
+        source = odata.source_identity()
+        passed, metadata = reconcile(storage.page_map(con, source), storage.latest_page_status(con, source),
+                                     storage.table_by_page(con, source))
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
+                               description=None if passed else f"pages differing from the source: "
+                               f"{', '.join(metadata['pages_differing']) or 'none'}; ranges tile the keys: "
+                               f"{metadata['ranges_tile_the_keys']}")
 
 
 well_production_checks = [

@@ -20,11 +20,16 @@ from pydantic import Field
 from well_assets import storage
 from well_assets.defs.dagster_internals import add_partition_metadata
 from well_assets.defs.metadata import page_metadata
-from well_assets.errors import DatabaseError, WellAssetsError
+from well_assets.errors import DatabaseError, DeleteGuardError, WellAssetsError
+from well_assets.odata import ODataClient
 from well_assets.pages import progress
+from well_assets.pages.keys import page_key
+from well_assets.pages.ranges import plan_offset_page, raw_key, split, within
 from well_assets.pages.stream import PageItem, PageStream
-from well_assets.storage import DuckDBStore, PageFailure, PageWrite
+from well_assets.storage import DuckDBStore, Key, PageFailure, PageWrite
 from well_assets.storage.records import key_text
+from well_assets.validation.columns import KEY
+from well_assets.validation.page import ValidatedPage
 
 REOPEN_EVERY_PAGES = 100
 
@@ -42,108 +47,193 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
         if not isinstance(obj, PageStream):
             raise dg.Failure(f"{type(self).__name__} writes PageStream outputs, got {type(obj).__name__}")
         store = self._store()
-        run_id = context.run_id
-        failures: list[tuple[str, str]] = []
-        totals = {"pages": 0, "rows_new": 0, "rows_updated": 0, "rows_duplicate": 0, "rows_rejected": 0}
-        writer = _Writer(store)
+        sync = _Sync(context, store, obj)
         try:
-            con = writer.con
             # Before any fetch: keys must map to the same rows they were created for.
-            store.check_page_size(con, obj.page_size, obj.source)
-            done = storage.pages_succeeded_in_runs(con, {run_id, obj.root_run_id or run_id}) & {p for p, _ in obj.pages}
+            store.check_page_size(sync.writer.con, obj.page_size, obj.source)
+            done = storage.pages_succeeded_in_runs(sync.writer.con, {context.run_id, obj.root_run_id or context.run_id})
+            done &= {p for p, _ in obj.pages}
             if done:
                 context.log.info(f"{len(done)} page(s) already committed by this run group; not fetched again")
                 obj.skip_pages(done)
+            sync.learn_map()
             progress.started(total=len(obj.pending))
             for item in obj:
-                figures = self._commit(store, writer.con, item, run_id, obj)
-                writer.page_committed()
-                if figures["status"] == "failed":
-                    failures.append((item.partition_key, figures["error"]))
-                    context.log.error(f"page {item.partition_key} failed: {figures['error']}")
-                else:
-                    for name in totals:
-                        if name != "pages":
-                            totals[name] += int(figures[name])
-                    totals["pages"] += 1
-                add_partition_metadata(context, item.partition_key, page_metadata(figures))
-                progress.page_done(figures)
+                sync.commit(item)
+            if sync.drifted:
+                sync.verify()
         finally:
-            writer.close()
-        if failures:
+            sync.writer.close()
+        if sync.new_keys and obj.register_keys is not None:
+            obj.register_keys(sync.new_keys)
+        for key, metadata in sync.split_pages.items():  # pages a split of the last page created
+            context.log_event(dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata))
+        if sync.failures:
             # Dagster's step is all or nothing: the run fails and none of its pages is
             # marked materialized, although the committed ones are in the table and the
             # ledger. Re-executing it from failure fetches only the failed pages.
+            failures = sync.failures
             listing = "; ".join(f"{key}: {error}" for key, error in failures)
             raise dg.Failure(
                 description=f"{len(failures)} page(s) failed: {', '.join(k for k, _ in failures)}. {listing}",
-                metadata={"failed_pages": [k for k, _ in failures], "committed_pages": totals["pages"]},
+                metadata={"failed_pages": [k for k, _ in failures], "committed_pages": sync.totals["pages"]},
                 # Each page already had its HTTP retries; retrying the step would only
                 # repeat them. Re-execute from failure once the source is healthy.
                 allow_retries=False,
             )
         obj.discard_cache()
+        t = sync.totals
         context.log.info(
-            f"committed {totals['pages']} page(s): {totals['rows_new']} new, {totals['rows_updated']} updated, "
-            f"{totals['rows_duplicate']} duplicate, {totals['rows_rejected']} rejected"
+            f"committed {t['pages']} page(s): {t['rows_new']} new, {t['rows_updated']} updated, "
+            f"{t['rows_duplicate']} duplicate, {t['rows_deleted']} deleted, {t['rows_rejected']} rejected"
+            + (f"; {t['rows_repaired']} row(s) repaired after the source changed during the import"
+               if t["rows_repaired"] else "")
         )
-
-    def _commit(self, store: DuckDBStore, con, item: PageItem, run_id: str, stream: PageStream) -> dict:
-        result = item.result
-        base = {
-            "page": item.page,
-            "partition_key": item.partition_key,
-            "run_id": run_id,
-            "skip": item.page * stream.page_size,
-            "top": stream.page_size,
-            "source": stream.source,
-            "page_size": stream.page_size,
-            "started_at": item.started_at,
-            "source_count": result.source_count if result else None,
-            "fetch_seconds": result.http_seconds if result else item.fetch_wall_seconds,
-            "throttle_seconds": result.throttle_seconds if result else 0.0,
-            "retries": result.retries if result else _attempts(item.error),
-            "bytes": result.bytes if result else 0,
-            "cache_hit": result.from_cache if result else False,
-            "first_key": result.first_key if result else None,
-            "last_key": result.last_key if result else None,
-            "import_id": stream.import_id,
-            "run_started_at": stream.run_started_at,
-            # this process (the writer) and the page fetcher, the peak of each so far
-            "max_daily_volume": stream.validation.max_daily_volume,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + stream.fetcher.peak_rss_mb,
-        }
-        # The figures reported as metadata carry the keys as the ledger stores them.
-        keys = {"first_key": key_text(base["first_key"]), "last_key": key_text(base["last_key"])}
-        if not item.failed:
-            validated = item.validated
-            write = PageWrite(
-                **base,
-                valid=validated.valid,
-                rejects=validated.rejects,
-                in_page_duplicates=validated.in_page_duplicates,
-                rows_fetched=validated.valid.height + validated.rejects.height + validated.in_page_duplicates,
-                validate_seconds=validated.validate_seconds,
-            )
-            try:
-                counts = store.write_page(con, write)
-            except DatabaseError as exc:
-                item.error = exc
-            else:
-                return {**base, **keys, "status": "succeeded", "rows_fetched": write.rows_fetched,
-                        "rows_new": counts.new, "rows_updated": counts.updated,
-                        "rows_duplicate": counts.duplicate, "rows_rejected": counts.rejected,
-                        "in_page_duplicates": write.in_page_duplicates,
-                        "validate_seconds": write.validate_seconds, "db_seconds": counts.db_seconds}
-        error = _error_text(item.error)
-        began = time.perf_counter()
-        store.record_failure(con, PageFailure(**base, error=error))
-        return {**base, **keys, "status": "failed", "error": error, "db_seconds": time.perf_counter() - began}
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         """The production table as a Polars frame (all rows; pages shift, so no per-page slice)."""
         with self._store().connection(read_only=True) as con:
             return storage.load_table(con)
+
+
+class _Sync:
+    """One step's page commits: the key range of each page, drift repair, verification."""
+
+    def __init__(self, context: dg.OutputContext, store: DuckDBStore, stream: PageStream) -> None:
+        self.context, self.store, self.stream = context, store, stream
+        self.writer = _Writer(store)
+        self.lowers: dict[int, Key | None] = {0: None}  # page -> lower key, as known
+        self.committed: dict[int, tuple[str, int]] = {}  # page -> (partition key, rows in range)
+        self.failures: list[tuple[str, str]] = []
+        self.totals = {name: 0 for name in ("pages", "rows_new", "rows_updated", "rows_duplicate", "rows_deleted",
+                                            "rows_rejected", "rows_repaired")}
+        self.drifted = False
+        self.new_keys: list[str] = []
+        self.split_pages: dict[str, dict] = {}
+
+    def learn_map(self) -> None:
+        for page, lower, _synced in storage.page_map(self.writer.con, self.stream.source):
+            if page > 0 and lower is not None:
+                self.lowers[page] = lower
+
+    def upper(self, page: int) -> Key | None:
+        return self.lowers.get(page + 1)
+
+    # -- one page ---------------------------------------------------------------------
+
+    def commit(self, item: PageItem) -> None:
+        stream = self.stream
+        if item.failed:
+            return self._record(item, None, None, None)
+        if item.page in stream.ranges:  # read by its key range
+            lower, upper = self.lowers.get(item.page), self.upper(item.page)
+            if upper is None and item.split_keys:  # the last page outgrew a page: split it
+                return self._commit_split(item, lower)
+            return self._record(item, lower, upper, item.validated, read_by="range")
+        result = item.result
+        plan = plan_offset_page(item.page, self.lowers.get(item.page), self.upper(item.page),
+                                result.first_key, result.next_key)
+        self.drifted |= plan.shifted
+        if item.page > 0 and plan.lower is None:  # past the source's end: nothing to anchor
+            return self._record(item, None, None, item.validated, read_by="offset", mirror=False)
+        rows, repaired = within(item.validated, plan.lower, plan.upper), 0
+        if not plan.covered:  # the source changed under the import: read the page's range
+            again = stream.read_range(item.page, item.partition_key, plan.lower, plan.upper)
+            if again.failed:
+                return self._record(again, plan.lower, plan.upper, None)
+            had = set(rows.valid.select(KEY).iter_rows())
+            rows = within(again.validated, plan.lower, plan.upper)
+            repaired = sum(1 for key in rows.valid.select(KEY).iter_rows() if key not in had)
+        next_lower = plan.upper if self.upper(item.page) is None else None
+        self._record(item, plan.lower, plan.upper, rows, read_by="offset", repaired=repaired, next_lower=next_lower)
+
+    def _commit_split(self, item: PageItem, lower: Key | None) -> None:
+        parts = split(item.validated, lower, item.split_keys)
+        for i, (lo, hi, rows) in enumerate(parts):
+            page = item.page + i
+            key = page_key(page)
+            part = item if i == 0 else PageItem(page=page, partition_key=key, started_at=item.started_at,
+                                                 result=item.result, validated=rows)
+            figures = self._record(part, lo, hi, rows, read_by="range", next_lower=hi)
+            if i and figures["status"] == "succeeded":
+                self.new_keys.append(key)
+                self.split_pages[key] = page_metadata(figures)
+        self.context.log.info(f"page {item.partition_key} grew past {self.stream.page_size} rows: split into "
+                              f"{len(parts)} pages, {page_key(item.page)}..{page_key(item.page + len(parts) - 1)}")
+
+    def _record(self, item: PageItem, lower: Key | None, upper: Key | None, rows: ValidatedPage | None, *,
+                read_by: str | None = None, repaired: int = 0, next_lower: Key | None = None,
+                mirror: bool = True) -> dict:
+        """Writes the page (or its failure) in one transaction; reports it."""
+        stream, con = self.stream, self.writer.con
+        base = _figures(item, stream, self.context.run_id)
+        base.update(read_by=read_by, rows_repaired=repaired)
+        error = item.error
+        figures: dict
+        if error is None and rows is not None:
+            write = PageWrite(**base, valid=rows.valid, rejects=rows.rejects, in_page_duplicates=rows.in_page_duplicates,
+                              rows_fetched=rows.valid.height + rows.rejects.height + rows.in_page_duplicates,
+                              validate_seconds=rows.validate_seconds, lower=lower, upper=upper,
+                              next_lower=next_lower, mirror_deletes=mirror,
+                              max_delete_fraction=stream.max_delete_fraction)
+            try:
+                counts = self.store.write_page(con, write)
+            except (DatabaseError, DeleteGuardError) as exc:
+                error = exc
+            else:
+                if next_lower is not None:
+                    self.lowers[item.page + 1] = next_lower
+                if lower is not None:
+                    self.lowers.setdefault(item.page, lower)
+                figures = {**base, "status": "succeeded", "rows_fetched": write.rows_fetched,
+                           "rows_new": counts.new, "rows_updated": counts.updated,
+                           "rows_duplicate": counts.duplicate, "rows_rejected": counts.rejected,
+                           "rows_deleted": counts.deleted, "in_page_duplicates": write.in_page_duplicates,
+                           "validate_seconds": write.validate_seconds, "db_seconds": counts.db_seconds}
+                self.committed[item.page] = item.partition_key
+                for name in self.totals:
+                    if name != "pages":
+                        self.totals[name] += int(figures.get(name) or 0)
+                self.totals["pages"] += 1
+        if error is not None:
+            began = time.perf_counter()
+            text = _error_text(error)
+            self.store.record_failure(con, PageFailure(**base, error=text))
+            figures = {**base, "status": "failed", "error": text, "db_seconds": time.perf_counter() - began}
+            self.failures.append((item.partition_key, text))
+            self.context.log.error(f"page {item.partition_key} failed: {text}")
+        figures.update(first_key=key_text(figures["first_key"]), last_key=key_text(figures["last_key"]))
+        self.writer.page_committed()
+        if item.partition_key in self.stream_keys:
+            add_partition_metadata(self.context, item.partition_key, page_metadata(figures))
+        progress.page_done(figures)
+        return figures
+
+    @property
+    def stream_keys(self) -> set[str]:
+        return {key for _, key in self.stream.pages}
+
+    # -- after the pages ----------------------------------------------------------------
+
+    def verify(self) -> None:
+        """The source changed during this import: the pages read before the change may
+        hold rows it has since deleted or lack rows it has since inserted. Every page this
+        step committed is counted at the source; a page whose count differs from the
+        table's is read again by its range."""
+        stream = self.stream
+        self.context.log.info("the source changed during the import: checking every page of this run by its key range")
+        with ODataClient(stream.client_config) as client:
+            on_table = storage.table_by_page(self.writer.con, stream.source)
+            for page, key in sorted(self.committed.items()):
+                lower, upper = self.lowers.get(page), self.upper(page)
+                if page > 0 and lower is None:
+                    continue
+                at_source, on_file = client.count_range(raw_key(lower), raw_key(upper)), on_table.get(page, (0, 0))[0]
+                if at_source == on_file:
+                    continue
+                again = stream.read_range(page, key, raw_key(lower), raw_key(upper))
+                rows = None if again.failed else within(again.validated, lower, upper)
+                self._record(again, lower, upper, rows, read_by="range", repaired=abs(at_source - on_file))
 
 
 class _Writer:
@@ -168,6 +258,34 @@ class _Writer:
 
     def close(self) -> None:
         self.con.close()
+
+
+def _figures(item: PageItem, stream: PageStream, run_id: str) -> dict:
+    """The ledger figures of a page attempt (success or failure)."""
+    result = item.result
+    return {
+        "page": item.page,
+        "partition_key": item.partition_key,
+        "run_id": run_id,
+        "skip": result.skip if result else item.page * stream.page_size,
+        "top": stream.page_size,
+        "source": stream.source,
+        "page_size": stream.page_size,
+        "started_at": item.started_at,
+        "source_count": result.source_count if result else None,
+        "fetch_seconds": result.http_seconds if result else item.fetch_wall_seconds,
+        "throttle_seconds": result.throttle_seconds if result else 0.0,
+        "retries": result.retries if result else _attempts(item.error),
+        "bytes": result.bytes if result else 0,
+        "cache_hit": result.from_cache if result else False,
+        "first_key": result.first_key if result else None,
+        "last_key": result.last_key if result else None,
+        "import_id": stream.import_id,
+        "run_started_at": stream.run_started_at,
+        "max_daily_volume": stream.validation.max_daily_volume,
+        # this process (the writer) and the page fetcher, the peak of each so far
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + stream.fetcher.peak_rss_mb,
+    }
 
 
 def _attempts(error: WellAssetsError | None) -> int:

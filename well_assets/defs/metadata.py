@@ -62,11 +62,12 @@ def page_metadata(figures: dict[str, Any]) -> dict[str, Any]:
                                                       + figures.get("rows_duplicate", 0))),
         "status": figures["status"],
         "page": dg.MetadataValue.int(int(figures["page"])),
-        "skip": dg.MetadataValue.int(int(figures["skip"])),
         "top": dg.MetadataValue.int(int(figures["top"])),
     }
-    for name in ("rows_fetched", "rows_new", "rows_updated", "rows_duplicate", "rows_rejected",
-                 "in_page_duplicates", "retries", "bytes"):
+    if figures.get("skip") is not None:  # read by offset
+        md["skip"] = dg.MetadataValue.int(int(figures["skip"]))
+    for name in ("rows_fetched", "rows_new", "rows_updated", "rows_duplicate", "rows_deleted", "rows_rejected",
+                 "rows_repaired", "in_page_duplicates", "retries", "bytes"):
         if figures.get(name) is not None:
             md[name] = dg.MetadataValue.int(int(figures[name]))
     if figures.get("source_count") is not None:
@@ -79,6 +80,8 @@ def page_metadata(figures: dict[str, Any]) -> dict[str, Any]:
     for name in ("first_key", "last_key"):
         if figures.get(name):
             md[name] = dg.MetadataValue.text(str(figures[name]))
+    if figures.get("read_by"):
+        md["read_by"] = dg.MetadataValue.text(str(figures["read_by"]))
     if figures.get("error"):
         md["error"] = dg.MetadataValue.text(str(figures["error"]))
     # The column schema is definition metadata of the asset (the UI shows it there):

@@ -32,14 +32,16 @@ from well_assets.storage import DuckDBStore
 
 _CLIENT_DEFAULTS = ClientConfig(base_url="http://defaults.invalid")  # the one place the client's defaults live
 # The resource's fields that are the client's own settings, passed on by name.
-_CLIENT_FIELDS = tuple(f.name for f in dataclasses.fields(ClientConfig) if f.name not in ("base_url", "cache_dir", "run_id"))
+# (The key, in $orderby order, is the well production entity's: ClientConfig's default.)
+_CLIENT_FIELDS = tuple(f.name for f in dataclasses.fields(ClientConfig)
+                       if f.name not in ("base_url", "cache_dir", "run_id", "key"))
 
 
 class ODataResource(dg.ConfigurableResource):
     """An OData v4 entity set, read page by page with retries, throttling and a cache.
 
     Leave ``base_url`` empty to use the bundled demo service, started on a free loopback
-    port while the resource is open. Credentials come from ``dg.EnvVar`` and never reach
+    port when first needed while the resource is open. Credentials come from ``dg.EnvVar`` and never reach
     logs, metadata or storage.
     """
 
@@ -72,14 +74,13 @@ class ODataResource(dg.ConfigurableResource):
     _embedded: Any = PrivateAttr(default=None)  # the bundled demo service while open
     _fetcher: PageFetcher | None = PrivateAttr(default=None)
     _owns_fetcher: bool = PrivateAttr(default=False)
+    _open: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if not self.base_url:
-            from well_assets.demo_service import DemoServer, DemoServiceConfig
-
-            self._embedded = DemoServer(DemoServiceConfig(rows=self.demo_rows, bad_rows=self.demo_bad_rows)).start()
+        self._open = True
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self._open = False
         fetcher, self._fetcher = self._fetcher, None
         embedded, self._embedded = self._embedded, None
         try:
@@ -108,11 +109,17 @@ class ODataResource(dg.ConfigurableResource):
         if self.base_url:
             return settings.validate_base_url(self.base_url)
         if self._embedded is None:
-            raise ConfigError(
-                "ODATA_BASE_URL", None,
-                "a service URL, or an open resource (a Dagster step or tick, or dg.build_resources) "
-                "that starts the bundled demo service",
-            )
+            if not self._open:
+                raise ConfigError(
+                    "ODATA_BASE_URL", None,
+                    "a service URL, or an open resource (a Dagster step or tick, or dg.build_resources) "
+                    "that starts the bundled demo service",
+                )
+            from well_assets.demo_service import DemoServer, DemoServiceConfig
+
+            # Started when first needed: a tick or a check that never talks to the source
+            # starts nothing.
+            self._embedded = DemoServer(DemoServiceConfig(rows=self.demo_rows, bad_rows=self.demo_bad_rows)).start()
         return self._embedded.base_url
 
     def client_config(self, run_id: str = "local", cache_namespace: str | None = None) -> ClientConfig:
@@ -162,13 +169,28 @@ EMBEDDED_SOURCE_URL = "http://embedded-demo/odata"
 
 
 class WellsDatabase(dg.ConfigurableResource):
-    """The DuckDB file that holds the production table, rejects and the page ledger."""
+    """The DuckDB file that holds the production table, rejects, deletions and the page ledger."""
 
     path: str = Field(default=settings.DEFAULT_DATABASE, description="DuckDB file (WELLS_DATABASE).")
     lock_timeout: float = Field(default=120.0, description="Seconds to wait for another writer's file lock.")
+    max_delete_fraction: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="A page sync that would delete more than this share of the page's stored rows fails "
+                    "instead (ODATA_MAX_DELETE_FRACTION).")
 
     def store(self) -> DuckDBStore:
         return DuckDBStore(self.path, lock_timeout=self.lock_timeout)
+
+    def page_map(self, source: str) -> list[tuple[int, tuple | None, bool]]:
+        """The page map of ``source`` (empty before the first import)."""
+        store = self.store()
+        if not store.path.exists():
+            return []
+        with store.connection(read_only=True) as con:
+            if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'odata_page_map'"
+                               ).fetchone()[0]:
+                return []
+            return storage.page_map(con, source)
 
 
 def _secret(name: str):
@@ -198,6 +220,6 @@ def resources_from_settings(s: settings.Settings) -> dict:
     )
     return {
         "odata": odata,
-        "wells_db": WellsDatabase(path=s.database),
+        "wells_db": WellsDatabase(path=s.database, max_delete_fraction=s.max_delete_fraction),
         "wells_io_manager": WellsDuckDBIOManager(database=s.database),
     }

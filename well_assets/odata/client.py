@@ -1,10 +1,13 @@
-"""ODataClient: count() and fetch_page(k) against an OData v4 entity set.
+"""ODataClient: counts and pages of an OData v4 entity set, by offset or by key range.
 
-A page k is the rows ``$skip=k*page_size, $top=page_size`` in ``$orderby``
-order. Servers may answer with fewer rows plus a nextLink (server-driven
-paging), so one page can take several HTTP requests ("hops"); the client
-follows links until the page is complete or the server says there is no more,
-and never infers the end of the data from a short response. Every request goes
+``fetch_page(k)`` reads page k by offset: ``$skip=k*page_size`` in ``$orderby`` (key)
+order, one row more than a page, so the caller learns where the next page starts
+(``next_key``) and can tell when rows moved between two reads. ``fetch_range(lower,
+upper)`` reads the rows of a key range, however many there are now; ``count_range``
+counts them. Servers may answer with fewer rows plus a nextLink (server-driven paging),
+so a read can take several HTTP requests ("hops"); the client follows links until it has
+what it asked for or the server says there is no more, and never infers the end of the
+data from a short response. Every request goes
 through ``transport.Transport`` (throttle, request ids, retries, cache, secret
 scrubbing).
 """
@@ -25,6 +28,9 @@ from .transport import Stats, Transport
 # A legitimate server adds at least one row per hop; allow a few empty hops
 # (e.g. a trailing empty page) before calling it a paging protocol violation.
 MAX_EMPTY_HOPS = 10
+# A page read by key range may have grown since its range was set; past this many pages'
+# worth of rows it is refused rather than held in memory.
+MAX_RANGE_PAGES = 100
 # Statuses for which count() falls back from `$count=true&$top=0` to `/$count`.
 _COUNT_FALLBACK_STATUSES = frozenset({400, 404, 405, 501})
 
@@ -32,7 +38,7 @@ _COUNT_FALLBACK_STATUSES = frozenset({400, 404, 405, 501})
 @dataclass
 class PageResult:
     page: int
-    skip: int
+    skip: int | None  # offset reads; None for a key range
     top: int
     records: list[dict]  # raw OData objects (no annotations), in server order
     source_count: int | None  # @odata.count / @count of the first response
@@ -42,8 +48,9 @@ class PageResult:
     retries: int  # retried attempts over all hops of this page
     request_ids: list[str]
     from_cache: bool  # True only when every hop was served from the cache (no request sent)
-    first_key: tuple[str, str] | None  # (WellCode, ProductionDate) as received
-    last_key: tuple[str, str] | None
+    first_key: tuple | None  # the key of the first record, as received
+    last_key: tuple | None
+    next_key: tuple | None = None  # offset reads: the key of the row after the page (None: the end)
 
 
 class ODataClient:
@@ -68,23 +75,76 @@ class ODataClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _url(self, params: list[tuple[str, str]], range_filter: str | None = None) -> str:
+        cfg = self.config
+        query = [*params, ("$orderby", cfg.orderby)]
+        filt = paging.and_filters(cfg.filter, range_filter)
+        if filt is not None:
+            query.append(("$filter", filt))
+        if cfg.select is not None:
+            query.append(("$select", cfg.select))
+        query.append(("$count", "true"))
+        return f"{self.entity_url}?{paging.encode_query(query)}"
+
     def page_url(self, page: int) -> str:
         """The URL of page k's first request (exactly what goes on the wire)."""
-        cfg = self.config
-        params = [("$skip", str(page * cfg.page_size)), ("$top", str(cfg.page_size)),
-                  ("$orderby", cfg.orderby)]
-        if cfg.filter is not None:
-            params.append(("$filter", cfg.filter))
-        if cfg.select is not None:
-            params.append(("$select", cfg.select))
-        params.append(("$count", "true"))
-        return f"{self.entity_url}?{paging.encode_query(params)}"
+        size = self.config.page_size
+        return self._url([("$skip", str(page * size)), ("$top", str(size + 1))])
+
+    def range_url(self, lower: tuple | None, upper: tuple | None) -> str:
+        """The URL of the first request for the key range [lower, upper)."""
+        return self._url([], self._range_filter(lower, upper))
+
+    def _range_filter(self, lower: tuple | None, upper: tuple | None) -> str | None:
+        try:
+            return paging.range_filter(self.config.key_names, self.config.key_types, lower, upper)
+        except ValueError as exc:
+            raise PaginationError(f"cannot address the key range [{lower}, {upper}): {exc}") from None
 
     def fetch_page(self, page: int) -> PageResult:
+        """Page k by offset, plus the key of the row after it (``next_key``)."""
         if not isinstance(page, int) or isinstance(page, bool) or page < 0:
             raise PaginationError(f"invalid page {page!r}: pages are integers >= 0", page=repr(page))
         size = self.config.page_size
-        url = self.page_url(page)
+        records, source_count, stats = self._read(self.page_url(page), page, limit=size + 1)
+        following = records[size:]
+        return self._result(page, page * size, records[:size], source_count, stats,
+                            next_key=paging.record_key(following[0], self.config.key_names) if following else None)
+
+    def fetch_range(self, page: int, lower: tuple | None, upper: tuple | None) -> PageResult:
+        """Every row of the key range [lower, upper) as the source has it now (``page``
+        names the request in ids and errors)."""
+        records, source_count, stats = self._read(self.range_url(lower, upper), page, limit=None)
+        return self._result(page, None, records, source_count, stats)
+
+    def count_range(self, lower: tuple | None, upper: tuple | None) -> int:
+        """Rows in the key range [lower, upper) (with the configured $filter)."""
+        url = self._url([("$top", "0")], self._range_filter(lower, upper))
+        payload = self._transport.get(
+            url, stats=Stats(), page=None, parse=responses.parse_collection, cacheable=False,
+            request_id=lambda a: _request_id(self.config.run_id, "rcount", a, 0),
+        )
+        n = paging.parse_count(paging.annotation(payload, "count"))
+        if n is None:
+            raise PaginationError("the service answered a range count without a parsable @odata.count")
+        return n
+
+    def _result(self, page: int, skip: int | None, records: list[dict], source_count: int | None, stats: Stats,
+                next_key: tuple | None = None) -> PageResult:
+        key = self.config.key_names
+        return PageResult(
+            page=page, skip=skip, top=self.config.page_size, records=records, source_count=source_count,
+            bytes=stats.bytes, http_seconds=stats.http_seconds, throttle_seconds=stats.wait_seconds,
+            retries=stats.retries, request_ids=stats.request_ids, from_cache=stats.all_from_cache,
+            first_key=paging.record_key(records[0], key) if records else None,
+            last_key=paging.record_key(records[-1], key) if records else None,
+            next_key=next_key,
+        )
+
+    def _read(self, url: str, page: int, limit: int | None) -> tuple[list[dict], int | None, Stats]:
+        """Records from ``url`` on, following nextLinks, until ``limit`` records (None: all)."""
+        size = self.config.page_size
+        cap = limit if limit is not None else MAX_RANGE_PAGES * size
         stats = Stats()
         records: list[dict] = []
         source_count: int | None = None
@@ -94,33 +154,31 @@ class ODataClient:
             payload = self._transport.get(
                 url, stats=stats, page=page, parse=responses.parse_collection, cacheable=True,
                 request_id=lambda a, h=hop: _request_id(self.config.run_id, f"p{page:05d}", a, h),
-                extra_headers={"Prefer": f"odata.maxpagesize={size}"},
+                extra_headers={"Prefer": f"odata.maxpagesize={limit or size}"},
             )
             rows = payload["value"]
             if hop == 0:
                 source_count = paging.parse_count(paging.annotation(payload, "count"))
-            # A server may return more than asked: keep only what this page still needs.
-            records.extend(rows[: size - len(records)])  # annotations: see parse_collection
-            if len(records) >= size:
+            # A server may return more than asked: keep only what this read still needs.
+            records.extend(rows[: cap - len(records)])  # annotations: see parse_collection
+            if len(records) >= cap:
+                if limit is None:
+                    raise PaginationError(
+                        f"page {page}: its key range holds more than {cap} rows; it cannot be read as one page",
+                        page=page, records=len(records))
                 break
             link = paging.next_link(payload)
             if link is None:
-                break  # only the absence of a nextLink ends a short page
+                break  # only the absence of a nextLink ends a short read
             url = self._next_url(url, link, page, hop, seen)
             empty_streak = empty_streak + 1 if not rows else 0
             hop += 1
-            if empty_streak > MAX_EMPTY_HOPS or hop > size + MAX_EMPTY_HOPS:
+            if empty_streak > MAX_EMPTY_HOPS or hop > cap + MAX_EMPTY_HOPS:
                 raise PaginationError(
                     f"page {page}: gave up after {hop} nextLink hops without completing the page",
                     page=page, hops=hop, records=len(records),
                 )
-        return PageResult(
-            page=page, skip=page * size, top=size, records=records, source_count=source_count,
-            bytes=stats.bytes, http_seconds=stats.http_seconds, throttle_seconds=stats.wait_seconds,
-            retries=stats.retries, request_ids=stats.request_ids, from_cache=stats.all_from_cache,
-            first_key=paging.record_key(records[0]) if records else None,
-            last_key=paging.record_key(records[-1]) if records else None,
-        )
+        return records, source_count, stats
 
     def count(self) -> int:
         """Rows in the (filtered) entity set: `$count=true&$top=0`, else `GET .../$count`."""

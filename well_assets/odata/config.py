@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from well_assets.errors import ConfigError
 
-from .paging import redact_url
+from .paging import KEY_TYPES, redact_url
 
 MAX_PAGE_SIZE = 5000
 ENTITY_SET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -33,6 +33,8 @@ class ClientConfig:
     entity_set: str = "WellProduction"
     page_size: int = 1000  # 1..5000
     orderby: str = "WellCode,ProductionDate"
+    # The entity's key in $orderby order, with its OData types: pages are read by key range.
+    key: tuple[tuple[str, str], ...] = (("WellCode", "Edm.String"), ("ProductionDate", "Edm.Date"))
     filter: str | None = None
     select: str | None = None
     token: str | None = None
@@ -59,6 +61,14 @@ class ClientConfig:
             shown["base_url"] = redact_url(self.base_url)
         return "ClientConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.key)
+
+    @property
+    def key_types(self) -> tuple[str, ...]:
+        return tuple(edm_type for _, edm_type in self.key)
+
     def validate(self) -> None:
         """Raise ConfigError for the first invalid setting; send nothing."""
         self._validate_url()
@@ -76,6 +86,12 @@ class ClientConfig:
             raise ConfigError(
                 "orderby", self.orderby, "comma-separated property names, each optionally ' asc'/' desc'"
             )
+        if (not isinstance(self.key, tuple) or not self.key
+                or not all(isinstance(k, tuple) and len(k) == 2 and k[1] in KEY_TYPES for k in self.key)):
+            raise ConfigError("key", self.key, f"(property, type) pairs with types from {', '.join(KEY_TYPES)}")
+        if [term.split(" ")[0] for term in self.orderby.split(",")] != list(self.key_names) or " desc" in self.orderby:
+            raise ConfigError("orderby", self.orderby,
+                              f"the key in ascending order ({','.join(self.key_names)}): pages are ranges of the key")
         if self.filter is not None and (
             not isinstance(self.filter, str)
             or not self.filter.strip()

@@ -107,5 +107,62 @@ def strip_annotations(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if "@" not in k}
 
 
-def record_key(record: dict[str, Any]) -> tuple[Any, Any]:
-    return record.get("WellCode"), record.get("ProductionDate")
+def record_key(record: dict[str, Any], key: tuple[str, ...]) -> tuple[Any, ...]:
+    """The record's values of the key properties, as received."""
+    return tuple(record.get(name) for name in key)
+
+
+# -- key ranges ------------------------------------------------------------------------------
+# A page can be addressed by a range of the key, in the key's order: [lower, upper). Unlike
+# $skip, such a range does not move when rows are inserted or deleted elsewhere.
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+KEY_TYPES = ("Edm.String", "Edm.Date", "Edm.Int32", "Edm.Int64", "Edm.Decimal", "Edm.Double")
+
+
+def literal(value: Any, edm_type: str) -> str:
+    """An OData literal of ``value`` for a property of ``edm_type`` (ValueError if it is not one)."""
+    if edm_type == "Edm.String":
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not an Edm.String")
+        return "'" + value.replace("'", "''") + "'"
+    if edm_type == "Edm.Date":
+        text = value.isoformat() if hasattr(value, "isoformat") else value
+        if not isinstance(text, str) or not _DATE_RE.match(text):
+            raise ValueError(f"{value!r} is not an Edm.Date")
+        return text
+    if edm_type in ("Edm.Int32", "Edm.Int64", "Edm.Decimal", "Edm.Double"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{value!r} is not a number")
+        return repr(value)
+    raise ValueError(f"unsupported key type {edm_type}")
+
+
+def _key_compare(names: tuple[str, ...], types: tuple[str, ...], values: tuple[Any, ...], last_op: str,
+                 first_op: str) -> str:
+    """Lexicographic comparison of the key with ``values``: ``first_op`` (gt or lt) on every
+    property but the last, ``last_op`` (ge or lt) on the last, equal on the ones before."""
+    terms = []
+    for i, (name, edm_type, value) in enumerate(zip(names, types, values)):
+        op = last_op if i == len(names) - 1 else first_op
+        equal = [f"{n} eq {literal(v, t)}" for n, t, v in zip(names[:i], types[:i], values[:i])]
+        terms.append("(" + " and ".join([*equal, f"{name} {op} {literal(value, edm_type)}"]) + ")")
+    return "(" + " or ".join(terms) + ")" if len(terms) > 1 else terms[0]
+
+
+def range_filter(names: tuple[str, ...], types: tuple[str, ...], lower: tuple | None, upper: tuple | None) -> str | None:
+    """``$filter`` of the key range [lower, upper) (None: unbounded on that side)."""
+    parts = []
+    if lower is not None:
+        parts.append(_key_compare(names, types, tuple(lower), "ge", "gt"))
+    if upper is not None:
+        parts.append(_key_compare(names, types, tuple(upper), "lt", "lt"))
+    return " and ".join(parts) if parts else None
+
+
+def and_filters(*filters: str | None) -> str | None:
+    """The conjunction of the given ``$filter`` expressions (None: no filter)."""
+    given = [f for f in filters if f]
+    if len(given) <= 1:
+        return given[0] if given else None
+    return " and ".join(f"({f})" for f in given)

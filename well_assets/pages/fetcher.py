@@ -31,6 +31,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import queue
 import resource
 import sys
 import threading
@@ -65,6 +66,15 @@ class PageTask:
     partition_key: str
     validation: ValidationSettings
     logger_name: str = "well_assets.odata"
+    # By key range [lower, upper) instead of by offset; keys as the source sends them.
+    by_range: bool = False
+    lower: tuple | None = None
+    upper: tuple | None = None
+
+    def read(self, client: ODataClient) -> PageResult:
+        if self.by_range:
+            return client.fetch_range(self.page, self.lower, self.upper)
+        return client.fetch_page(self.page)
 
 
 @dataclass
@@ -78,6 +88,9 @@ class PageItem:
     validated: ValidatedPage | None = None
     error: WellAssetsError | None = None
     fetch_wall_seconds: float = 0.0
+    # The keys at every page_size-th record after the first page's worth (a range read
+    # that holds more than a page: where the pages it splits into would start).
+    split_keys: list[tuple] = field(default_factory=list)
     worker_pid: int = 0
     worker_peak_rss_mb: float = 0.0
     log_records: list[logging.LogRecord] = field(default_factory=list)
@@ -106,8 +119,9 @@ class PageFetcher:
     machine that cannot start processes, and for tests that need no second process).
     """
 
-    def __init__(self, *, in_thread: bool = False, name: str = "well-assets-page-fetcher") -> None:
+    def __init__(self, *, concurrency: int = 1, in_thread: bool = False, name: str = "well-assets-page-fetcher") -> None:
         self.name = name
+        self.concurrency = concurrency
         self._in_thread = in_thread
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -137,14 +151,14 @@ class PageFetcher:
                     # Some locked-down containers cannot start processes: fetch in a thread.
                     # Correct, only slower (the GIL is shared with the writer).
                     log.warning("page fetcher process unavailable (%s); fetching pages in a thread instead", exc)
-            self._threads = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+            self._threads = cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=self.name)
         return self
 
     def _start_process(self) -> None:
         # spawn, not fork: the caller holds threads and locks (Dagster, uvicorn, DuckDB).
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe(duplex=True)
-        process = context.Process(target=_serve, args=(child,), name=self.name, daemon=True)
+        process = context.Process(target=_serve, args=(child, self.concurrency), name=self.name, daemon=True)
         try:
             with _without_main():
                 process.start()
@@ -274,11 +288,15 @@ def _without_main() -> Iterator[None]:
 # ------------------------------------------------------------------ in the worker
 
 _clients: OrderedDict = OrderedDict()  # ClientConfig -> open ODataClient (worker process only)
+_clients_lock = threading.Lock()
 _IN_WORKER = False  # set in the worker process only
 
 
-def _serve(conn: Any) -> None:
-    """The worker process: pages in, PageItems out, until told to stop or orphaned."""
+def _serve(conn: Any, concurrency: int = 1) -> None:
+    """The worker process: pages in, PageItems out, until told to stop or orphaned.
+
+    Pages are fetched by ``concurrency`` threads; a sender thread hands finished pages
+    back, so a page waiting for the writer to take it never holds up the next fetch."""
     global _IN_WORKER
     _IN_WORKER = True
     importlib.import_module("well_assets.odata")
@@ -288,6 +306,18 @@ def _serve(conn: Any) -> None:
     use_in_memory_engine()  # this process only validates
     # Imports done: keep their objects out of every collection, the one at exit included.
     gc.freeze()
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def send() -> None:
+        while (message := outbox.get()) is not None:
+            try:
+                conn.send(message)
+            except (OSError, ValueError):
+                return
+
+    sender = threading.Thread(target=send, name="page-sender", daemon=True)
+    sender.start()
+    pool = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="page-fetch")
     try:
         while True:
             try:
@@ -297,21 +327,25 @@ def _serve(conn: Any) -> None:
             if message is None:
                 break
             task_id, task = message
-            item = run_page(task)
-            try:
-                conn.send((task_id, item))
-            except (OSError, ValueError):
-                break
+            pool.submit(lambda i=task_id, t=task: outbox.put((i, run_page(t))))
     finally:
-        while _clients:
-            _clients.popitem()[1].close()
+        pool.shutdown(wait=False, cancel_futures=True)
+        outbox.put(None)
+        sender.join(STOP_GRACE_SECONDS)
+        with _clients_lock:
+            while _clients:
+                _clients.popitem()[1].close()
         conn.close()
 
 
 class _Capture(logging.Handler):
+    """The log records of one page: those its own thread emits."""
+
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
+        self.thread = threading.get_ident()
+        self.addFilter(lambda record: record.thread == self.thread)
 
     def emit(self, record: logging.LogRecord) -> None:
         # Render now: arguments and tracebacks need not survive pickling.
@@ -326,18 +360,20 @@ class _Capture(logging.Handler):
 def _client(config: ClientConfig, logger: logging.Logger) -> ODataClient:
     from well_assets.odata import ODataClient
 
-    client = _clients.get(config)
-    if client is None:
-        client = ODataClient(config, logger=logger).__enter__()
-        _clients[config] = client
-        while len(_clients) > _MAX_CLIENTS:
-            _clients.popitem(last=False)[1].close()
-    _clients.move_to_end(config)
-    return client
+    with _clients_lock:
+        client = _clients.get(config)
+        if client is None:
+            client = ODataClient(config, logger=logger).__enter__()
+            _clients[config] = client
+            while len(_clients) > _MAX_CLIENTS:
+                _clients.popitem(last=False)[1].close()
+        _clients.move_to_end(config)
+        return client
 
 
 def run_page(task: PageTask) -> PageItem:
     """Fetch and validate one page (in the worker, or in a thread in thread mode)."""
+    from well_assets.odata.paging import record_key
     from well_assets.validation.page import validate_page
 
     logger = logging.getLogger(task.logger_name)
@@ -354,18 +390,20 @@ def run_page(task: PageTask) -> PageItem:
     try:
         try:
             if _IN_WORKER:
-                out.result = _client(task.config, logger).fetch_page(task.page)
+                out.result = task.read(_client(task.config, logger))
             else:  # a thread of the caller: a client of its own, closed with the page
                 from well_assets.odata import ODataClient
 
                 with ODataClient(task.config, logger=logger) as client:
-                    out.result = client.fetch_page(task.page)
+                    out.result = task.read(client)
         except WellAssetsError as exc:
             out.error = exc
         out.fetch_wall_seconds = time.perf_counter() - began
         if out.error is None:
+            records, size = out.result.records, task.config.page_size
+            out.split_keys = [record_key(records[i], task.config.key_names) for i in range(size, len(records), size)]
             try:
-                out.validated = validate_page(out.result.records, task.validation)
+                out.validated = validate_page(records, task.validation)
             except WellAssetsError as exc:
                 out.error = exc
             out.result.records = []  # validated: the raw records need not travel back

@@ -16,7 +16,7 @@ import shutil
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
+from typing import Callable, Iterator
 
 from well_assets.odata import ClientConfig
 from well_assets.pages import fetcher as fetch_worker
@@ -47,6 +47,11 @@ class PageStream:
     root_run_id: str | None = None  # the run group: its committed pages are not fetched again
     import_id: str | None = None  # the import the pages belong to (the ledger groups by it)
     run_started_at: datetime | None = None  # naive UTC start of the run
+    # Pages whose key range is known: read by range [lower, upper), not by offset.
+    ranges: dict[int, tuple[tuple | None, tuple | None]] = field(default_factory=dict)
+    max_delete_fraction: float = 1.0
+    # Registers page keys that a split of the last page creates (the asset's instance).
+    register_keys: Callable[[list[str]], None] | None = None
     _skip: set[int] = field(default_factory=set)
 
     def discard_cache(self) -> None:
@@ -58,12 +63,19 @@ class PageStream:
         """Pages already committed by an earlier attempt of this run: neither fetched nor written."""
         self._skip = set(pages)
 
+    def task(self, page: int, key: str, by_range: bool = False, lower: tuple | None = None,
+             upper: tuple | None = None) -> fetch_worker.PageTask:
+        return fetch_worker.PageTask(self.client_config, page, key, self.validation, self.logger_name,
+                                     by_range=by_range, lower=lower, upper=upper)
+
     def tasks(self) -> list[fetch_worker.PageTask]:
         """The fetch tasks of the pending pages, in order (equal tasks = the same fetch)."""
-        return [
-            fetch_worker.PageTask(self.client_config, page, key, self.validation, self.logger_name)
-            for page, key in self.pending
-        ]
+        return [self.task(page, key, page in self.ranges, *self.ranges.get(page, (None, None)))
+                for page, key in self.pending]
+
+    def read_range(self, page: int, key: str, lower: tuple | None, upper: tuple | None) -> PageItem:
+        """One key range, read and validated now (the writer waits for it)."""
+        return self.fetcher.outcome(self.fetcher.submit(self.task(page, key, True, lower, upper)))
 
     @property
     def pending(self) -> list[tuple[int, str]]:

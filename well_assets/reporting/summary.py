@@ -38,6 +38,8 @@ def build_summary(ledger: pl.DataFrame) -> dict[str, Any]:
     new = int(_sum(ok, "rows_new"))
     updated = int(_sum(ok, "rows_updated"))
     duplicate = int(_sum(ok, "rows_duplicate"))
+    deleted = int(_sum(ok, "rows_deleted"))
+    repaired = int(_sum(ok, "rows_repaired"))
     rejected = int(_sum(ok, "rows_rejected"))
     api = float(_sum(ledger, "fetch_seconds"))
     database = float(_sum(ledger, "db_seconds"))
@@ -78,7 +80,9 @@ def build_summary(ledger: pl.DataFrame) -> dict[str, Any]:
             "new_records": new,
             "updated_records": updated,
             "duplicate_records": duplicate,
+            "deleted_records": deleted,
             "error_records": rejected,
+            "repaired_records": repaired,
         },
         "performance": {
             "total_execution_time_seconds": round(wall_seconds, 3),
@@ -91,7 +95,9 @@ def build_summary(ledger: pl.DataFrame) -> dict[str, Any]:
         "failed_page_list": failed_pages,
     }
     if success:
-        message = f"Imported {processed} records from {ok.height} page(s): {new} new, {updated} updated, {duplicate} duplicate, {rejected} rejected"
+        message = (f"Imported {processed} records from {ok.height} page(s): {new} new, {updated} updated, "
+                   f"{duplicate} duplicate, {deleted} deleted, {rejected} rejected"
+                   + (f"; {repaired} repaired after the source changed during the import" if repaired else ""))
     else:
         message = f"{failed.height} of {pages_seen} page(s) failed: " + ", ".join(p["partition_key"] for p in failed_pages)
     return {"success": success, "data": data, "message": message}
@@ -140,6 +146,7 @@ def headline_metadata(summary: dict[str, Any]) -> dict[str, Any]:
         "new_records": data["import_summary"]["new_records"],
         "updated_records": data["import_summary"]["updated_records"],
         "duplicate_records": data["import_summary"]["duplicate_records"],
+        "deleted_records": data["import_summary"]["deleted_records"],
         "error_records": data["import_summary"]["error_records"],
         "processed_pages": data["pagination_summary"]["processed_pages"],
         "failed_pages": data["pagination_summary"]["failed_pages"],
@@ -152,7 +159,7 @@ PAGE_CHARTS = (
     ("Seconds per page", {"fetch": "fetch_seconds", "validate": "validate_seconds", "database": "db_seconds",
                           "throttle": "throttle_seconds"}),
     ("Rows per page", {"new": "rows_new", "updated": "rows_updated", "duplicate": "rows_duplicate",
-                       "rejected": "rows_rejected"}),
+                       "deleted": "rows_deleted", "rejected": "rows_rejected"}),
     ("Retries per page", {"retries": "retries"}),
 )
 

@@ -10,16 +10,19 @@ from well_assets.storage.reads import (
     load_rejects,
     load_table,
     page_log,
+    page_map,
     pages_succeeded_in_runs,
     schema_violation_count,
+    table_by_page,
     table_row_count,
 )
-from well_assets.storage.records import PageCounts, PageFailure, PageWrite, source_identity, utc_now
+from well_assets.storage.records import Key, PageCounts, PageFailure, PageWrite, source_identity, to_key, utc_now
 from well_assets.storage.store import DATABASE_SETTING, DuckDBStore
 
 __all__ = [
     "DATABASE_SETTING",
     "DuckDBStore",
+    "Key",
     "PageCounts",
     "PageFailure",
     "PageWrite",
@@ -29,9 +32,12 @@ __all__ = [
     "load_rejects",
     "load_table",
     "page_log",
+    "page_map",
     "pages_succeeded_in_runs",
     "schema_violation_count",
     "source_identity",
+    "table_by_page",
     "table_row_count",
+    "to_key",
     "utc_now",
 ]

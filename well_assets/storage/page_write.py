@@ -24,8 +24,17 @@ import polars as pl
 
 from well_assets import errors
 from well_assets.storage import sql
-from well_assets.storage.records import FIGURE_FIELDS, PageCounts, PageFailure, PageWrite, key_text, utc_now
-from well_assets.validation.columns import COLUMNS, REJECT_COLUMNS, has_duplicate_keys
+from well_assets.storage.records import (
+    FIGURE_FIELDS,
+    DeleteGuardError,
+    Key,
+    PageCounts,
+    PageFailure,
+    PageWrite,
+    key_text,
+    utc_now,
+)
+from well_assets.validation.columns import COLUMNS, KEY, REJECT_COLUMNS, has_duplicate_keys
 
 _VALID_SCHEMA = pl.Schema(COLUMNS)
 _REJECTS_SCHEMA = pl.Schema(REJECT_COLUMNS)
@@ -61,14 +70,15 @@ def _prepare_rejects(frame: pl.DataFrame | None) -> pl.DataFrame | None:
 
 
 def _upsert_rows(
-    con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, params: dict, fast: "FastInsert"
+    con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, params: dict, fast: "FastInsert",
+    restart: Any = None,
 ) -> tuple[int, int, int]:
     """-> (new, updated, unchanged), with one set-based statement.
 
-    Must be the first statement of the page's transaction: a page none of whose keys is
-    stored yet (a first import) is written with a plain INSERT (sql.INSERT_NEW_PAGE); if
-    the primary key refuses it, that failed statement has aborted the transaction with
-    nothing else in it, so the transaction is started again and the page is upserted."""
+    A page none of whose keys is stored yet (a first import) is written with a plain
+    INSERT (sql.INSERT_NEW_PAGE); if the primary key refuses it, that failed statement has
+    aborted the transaction, which held only reads (``restart`` repeats them), so the
+    transaction is started again and the page is upserted."""
     if valid.height == 0:
         return 0, 0, 0
     rows = valid.to_arrow()
@@ -79,6 +89,8 @@ def _upsert_rows(
         except duckdb.ConstraintException:  # _registered rolled the transaction back
             fast.found(keys_stored=True)
             con.execute("BEGIN TRANSACTION").fetchall()
+            if restart is not None:
+                restart()  # what the transaction did before the attempt, again
         else:
             fast.found(keys_stored=False)
             return valid.height, 0, 0
@@ -153,18 +165,62 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
+def range_params(lower: Key | None, upper: Key | None) -> dict[str, Any]:
+    """The bound parameters of sql.IN_RANGE for [lower, upper)."""
+    return {"lo_well": lower[0] if lower else None, "lo_date": lower[1] if lower else None,
+            "hi_well": upper[0] if upper else None, "hi_date": upper[1] if upper else None}
+
+
+def _mirror_deletes(con: duckdb.DuckDBPyConnection, page: PageWrite, valid: pl.DataFrame, params: dict,
+                    stored_before: int) -> int:
+    """Deletes (and archives) the range's stored rows the page no longer has; refuses when
+    that is more than the page's max_delete_fraction of what the range held."""
+    bounds = range_params(page.lower, page.upper)
+    with _registered(con, sql.PAGE_VALID_VIEW, valid.select(list(KEY)).to_arrow()):
+        stale = int(fetch_all(con, sql.COUNT_STALE, bounds)[0][0])
+        if stale and stale > page.max_delete_fraction * stored_before:
+            raise DeleteGuardError(
+                f"page {page.partition_key} would delete {stale} of the {stored_before} rows stored in its key "
+                f"range, more than ODATA_MAX_DELETE_FRACTION={page.max_delete_fraction:g} of them; nothing was "
+                "deleted (a glitch at the source? if the rows really are gone, raise the setting and sync again)")
+        if stale:
+            fetch_all(con, sql.ARCHIVE_STALE, {**bounds, **params})
+            fetch_all(con, sql.DELETE_STALE, bounds)
+    return stale
+
+
+def _record_range(con: duckdb.DuckDBPyConnection, page: PageWrite, now) -> None:
+    """The page map: this page's lower key (kept if known), the next page's (if given and
+    unknown), and the sync time."""
+    if page.source is None or not page.mirror_deletes:
+        return
+    for number, lower in ((page.page, page.lower), (page.page + 1, page.next_lower)):
+        if number == page.page or lower is not None:
+            fetch_all(con, sql.SET_PAGE_LOWER, {"source": page.source, "page": number, "now": now,
+                                                "lower_well": lower[0] if lower else None,
+                                                "lower_date": lower[1] if lower else None})
+    fetch_all(con, sql.MARK_PAGE_SYNCED, {"source": page.source, "page": page.page, "now": now})
+
+
 def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert) -> PageCounts:
     """Store one page in ONE transaction; see the module docstring. Must be called
     outside a transaction; ``fast`` is the writer's FastInsert state. Raises
-    errors.DatabaseError (rolled back) on failure."""
+    errors.DatabaseError (rolled back) on failure, errors.DeleteGuardError when the page
+    would delete too much (nothing written)."""
     started = time.perf_counter()
     now = utc_now()
     params = {"page": page.page, "run_id": page.run_id, "now": now}
+    bounds = range_params(page.lower, page.upper)
     try:
         valid = _prepare_valid(page.valid)
         con.execute("BEGIN TRANSACTION").fetchall()
-        new, updated, unchanged = _upsert_rows(con, valid, params, fast)
+        stored_before = int(fetch_all(con, sql.RANGE_CONTENTS, bounds)[0][0])
+        new, updated, unchanged = _upsert_rows(con, valid, params, fast, restart=lambda: fetch_all(
+            con, sql.RANGE_CONTENTS, bounds))
+        deleted = _mirror_deletes(con, page, valid, params, stored_before) if page.mirror_deletes else 0
         rejected = _replace_rejects(con, page.rejects, params)
+        rows_in_range, checksum = fetch_all(con, sql.RANGE_CONTENTS, bounds)[0]
+        _record_range(con, page, now)
         db_seconds = time.perf_counter() - started
         rows_fetched = page.rows_fetched
         if rows_fetched is None:
@@ -179,12 +235,20 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
                 "rows_updated": updated,
                 "rows_duplicate": unchanged + page.in_page_duplicates,
                 "rows_rejected": rejected,
+                "rows_deleted": deleted,
                 "in_page_duplicates": page.in_page_duplicates,
+                "rows_in_range": rows_in_range,
+                "key_checksum": checksum,
+                "lower_key": key_text(page.lower),
+                "upper_key": key_text(page.upper),
                 "db_seconds": db_seconds,
                 "ended_at": utc_now(),
             },
         )
         con.execute("COMMIT").fetchall()
+    except DeleteGuardError as exc:
+        _rollback(con)
+        raise errors.DeleteGuardError(str(exc), page=page.page, partition_key=page.partition_key) from None
     except Exception as exc:
         _rollback(con)
         raise errors.DatabaseError(
@@ -198,6 +262,7 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
         duplicate=unchanged + page.in_page_duplicates,
         rejected=rejected,
         db_seconds=time.perf_counter() - started,
+        deleted=deleted,
     )
 
 

@@ -62,3 +62,15 @@ def load_table(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 def load_rejects(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return con.sql(sql.LOAD_REJECTS).pl()
+
+
+def page_map(con: duckdb.DuckDBPyConnection, source: str) -> list[tuple[int, tuple | None, bool]]:
+    """Every mapped page of ``source``: (page, lower key or None, synced yet), by page."""
+    rows = con.execute(sql.PAGE_MAP, {"source": source}).fetchall()
+    return [(page, (well, day) if well is not None else None, synced is not None) for page, well, day, synced in rows]
+
+
+def table_by_page(con: duckdb.DuckDBPyConnection, source: str) -> dict[int, tuple[int, int]]:
+    """What the table holds in each mapped page's key range: page -> (rows, key checksum)."""
+    rows = con.execute(sql.TABLE_BY_PAGE, {"source": source}).fetchall()
+    return {int(page): (int(count), int(checksum)) for page, count, checksum in rows}

@@ -4,7 +4,7 @@ Plain dataclasses (no DuckDB), so the pipeline can build them without a connecti
 """
 
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,15 +66,31 @@ class PageFigures:
     run_started_at: datetime | None = None  # naive UTC start of the page's run
     rss_mb: float | None = None  # peak memory of the importing processes when the page was written
     max_daily_volume: float | None = None  # the limit the page was validated with
+    read_by: str | None = None  # "offset" (the page's first read) or "range"
+    rows_repaired: int = 0  # rows an offset read had missed, fetched again by key range
+
+
+Key = tuple[str, date]  # (well_code, production_date)
 
 
 @dataclass(kw_only=True)
 class PageWrite(PageFigures):
-    """Everything ``write_page`` stores for one page: its rows and rejects, and its figures."""
+    """Everything ``write_page`` stores for one page: its rows and rejects, its key range,
+    and its figures. The page's rows are all the source has in [lower, upper); the rows
+    the table holds in that range and the page no longer has are deleted (archived in
+    well_production_deleted) when ``mirror_deletes`` is set, unless that would be more
+    than ``max_delete_fraction`` of the range's stored rows."""
 
     valid: pl.DataFrame  # validation.columns.COLUMNS; keys unique (validate_page guarantees it)
     rejects: pl.DataFrame | None = None  # validation.columns.REJECT_COLUMNS; None = no rejects
     in_page_duplicates: int = 0
+    lower: Key | None = None  # None: from the first key (page 0)
+    upper: Key | None = None  # None: to the last key (the last page)
+    next_lower: Key | None = None  # the next page's lower key, recorded if it has none yet
+    # Delete the range's rows the page no longer has. Off unless asked for: a write that
+    # forgot its range must not empty the whole key space.
+    mirror_deletes: bool = False
+    max_delete_fraction: float = 1.0
 
 
 @dataclass(kw_only=True)
@@ -98,6 +114,27 @@ class PageCounts:
     duplicate: int
     rejected: int
     db_seconds: float
+    deleted: int = 0
 
 
 FIGURE_FIELDS = tuple(f.name for f in fields(PageFigures))
+
+
+class DeleteGuardError(Exception):
+    """A page sync would delete more of the page's stored rows than allowed."""
+
+
+def to_key(raw: Any) -> Key | None:
+    """A key as the source sent it (well code, ISO date text) as a Key; None when it is
+    not one (a record that validation rejects)."""
+    if raw is None or len(raw) != 2:
+        return None
+    code, day = raw
+    if not isinstance(code, str) or not code:
+        return None
+    if isinstance(day, date):
+        return code, day
+    try:
+        return code, date.fromisoformat(day)
+    except (TypeError, ValueError):
+        return None

@@ -77,6 +77,51 @@ ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS rss_mb DOUBLE;
 -- The largest daily volume the page was validated with (the schema check judges its rows by it).
 ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS max_daily_volume DOUBLE;
 
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS rows_deleted INTEGER;
+-- Rows a page read by offset had missed because the source changed during the import,
+-- fetched again by key range.
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS rows_repaired INTEGER;
+-- How the page was read: 'offset' (its first read) or 'range' (by its key range).
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS read_by VARCHAR;
+-- The page's key range [lower_key, upper_key) as text (NULL: unbounded), and what the table
+-- held in it after the commit: rows and a checksum of their keys (the reconciliation
+-- check compares both with the table now).
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS lower_key VARCHAR;
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS upper_key VARCHAR;
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS rows_in_range BIGINT;
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS key_checksum HUGEINT;
+
+-- The key range of every page (partition): page k covers [its lower key, the next page's
+-- lower key); page 0 has no lower key, the last page no upper one. A page's lower key is
+-- set when it or the page before it is first read by offset, and never moves after: inserts
+-- and deletes elsewhere in the source cannot shift a page. ``synced_at``: when the page
+-- itself was last written (NULL: only its lower key is known yet).
+CREATE TABLE IF NOT EXISTS odata_page_map (
+    source      VARCHAR   NOT NULL,
+    page        INTEGER   NOT NULL,
+    lower_well  VARCHAR,
+    lower_date  DATE,
+    created_at  TIMESTAMP NOT NULL,
+    synced_at   TIMESTAMP,
+    PRIMARY KEY (source, page)
+);
+
+-- Rows a page sync removed because the source no longer has them: their values as they
+-- were, the page, the run and the time.
+CREATE TABLE IF NOT EXISTS well_production_deleted (
+    well_code        VARCHAR   NOT NULL,
+    production_date  DATE      NOT NULL,
+    oil_production   DOUBLE,
+    gas_production   DOUBLE,
+    water_production DOUBLE,
+    source_page      INTEGER,
+    imported_at      TIMESTAMP,
+    updated_at       TIMESTAMP,
+    page             INTEGER,
+    run_id           VARCHAR,
+    deleted_at       TIMESTAMP
+);
+
 -- The page size each source was partitioned with (page k = $skip k*page_size).
 CREATE TABLE IF NOT EXISTS odata_import_settings (
     source     VARCHAR   PRIMARY KEY,

@@ -96,6 +96,13 @@ LEDGER_COLUMNS = (
     "run_started_at",
     "rss_mb",
     "max_daily_volume",
+    "rows_deleted",
+    "rows_repaired",
+    "read_by",
+    "lower_key",
+    "upper_key",
+    "rows_in_range",
+    "key_checksum",
 )
 INSERT_LEDGER_ROW = (
     f"INSERT INTO odata_page_log ({', '.join(LEDGER_COLUMNS)}) "
@@ -177,3 +184,65 @@ TABLE_ROW_COUNT = "SELECT count(*) FROM well_production"
 LOAD_TABLE = "SELECT * FROM well_production ORDER BY well_code, production_date"
 
 LOAD_REJECTS = "SELECT * FROM well_production_rejects ORDER BY page, well_code, production_date, raw_record"
+
+
+# -- key ranges ----------------------------------------------------------------------------
+# A page's range [lower, upper) over (well_code, production_date); a NULL bound is unbounded.
+IN_RANGE = """
+    ($lo_well IS NULL OR well_code > $lo_well OR (well_code = $lo_well AND production_date >= $lo_date))
+    AND ($hi_well IS NULL OR well_code < $hi_well OR (well_code = $hi_well AND production_date < $hi_date))
+"""
+
+# What the table holds in a range: rows and a checksum of their keys (equal key sets have
+# equal sums; a different set of the same size almost surely not).
+RANGE_CONTENTS = f"""
+SELECT count(*), coalesce(sum(hash(well_code, production_date)::HUGEINT), 0)
+FROM well_production WHERE {IN_RANGE}
+"""
+
+# The stored rows of a range that the page's rows no longer have.
+_STALE = f"""
+FROM well_production w
+WHERE {IN_RANGE.replace("well_code", "w.well_code").replace("production_date", "w.production_date")}
+  AND NOT EXISTS (SELECT 1 FROM {PAGE_VALID_VIEW} v
+                  WHERE v.well_code = w.well_code AND v.production_date = w.production_date)
+"""
+COUNT_STALE = f"SELECT count(*) {_STALE}"
+ARCHIVE_STALE = f"""
+INSERT INTO well_production_deleted
+SELECT w.well_code, w.production_date, w.oil_production, w.gas_production, w.water_production,
+       w.source_page, w.imported_at, w.updated_at, $page, $run_id, $now
+{_STALE}
+"""
+DELETE_STALE = f"DELETE {_STALE.replace('FROM well_production w', 'FROM well_production AS w', 1)}"
+
+PAGE_MAP = """
+SELECT page, lower_well, lower_date, synced_at FROM odata_page_map WHERE source = $source ORDER BY page
+"""
+# A page's lower key is set once: a later read never moves it.
+SET_PAGE_LOWER = """
+INSERT INTO odata_page_map (source, page, lower_well, lower_date, created_at)
+VALUES ($source, $page, $lower_well, $lower_date, $now)
+ON CONFLICT (source, page) DO NOTHING
+"""
+MARK_PAGE_SYNCED = "UPDATE odata_page_map SET synced_at = $now WHERE source = $source AND page = $page"
+
+# Every page's range and what the table holds in it, in one pass: the map's lower keys and
+# the table's keys sorted together; each row belongs to the last lower key at or before it.
+TABLE_BY_PAGE = """
+WITH bounds AS (
+    SELECT page, lower_well AS well_code, lower_date AS production_date, 0 AS is_row
+    FROM odata_page_map WHERE source = $source AND page > 0
+), keyed AS (
+    SELECT NULL::INTEGER AS page, well_code, production_date, 1 AS is_row FROM well_production
+    UNION ALL SELECT * FROM bounds
+), placed AS (
+    SELECT coalesce(last_value(page IGNORE NULLS) OVER (
+               ORDER BY well_code, production_date, is_row ROWS UNBOUNDED PRECEDING), 0) AS page,
+           well_code, production_date, is_row
+    FROM keyed
+)
+SELECT page, count(*) FILTER (WHERE is_row = 1) AS rows,
+       coalesce(sum(hash(well_code, production_date)::HUGEINT) FILTER (WHERE is_row = 1), 0) AS key_checksum
+FROM placed GROUP BY page ORDER BY page
+"""

@@ -18,7 +18,7 @@ from well_assets_tests.expected import query
 SUMMARY_KEYS = {
     "batch_result": {"total_items", "processed_items", "failed_items", "success_rate", "memory_usage_mb"},
     "pagination_summary": {"total_pages", "processed_pages", "failed_pages", "page_size", "average_page_time_seconds"},
-    "import_summary": {"new_records", "updated_records", "duplicate_records", "error_records"},
+    "import_summary": {"new_records", "updated_records", "duplicate_records", "deleted_records", "error_records"},
     "performance": {"total_execution_time_seconds", "average_throughput_per_second", "api_request_time_seconds",
                     "database_time_seconds", "throttle_wait_seconds"},
 }

@@ -60,26 +60,34 @@ def test_ranged_run_records_per_page_metadata_checks_and_report(demo_server, db_
               if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert set(checks) == {"well_production_unique_keys", "well_production_schema", "well_production_reconciliation"}
     assert all(c.passed for c in checks.values())
-    assert checks["well_production_reconciliation"].metadata["received_rows"].value == 2000
+    assert checks["well_production_reconciliation"].metadata["pages_checked"].value == 4
 
 
-def test_reconciliation_fails_when_rows_are_missing(demo_server, db_path, instance):
-    server = demo_server(rows=2000)
-    defs = _defs(server, db_path)
-    assert _run_pages(defs, instance, 0, 3, 4).success
+def test_reconciliation_fails_naming_the_pages_when_as_many_rows_are_missing_as_stale(demo_server, db_path, instance):
+    import datetime as dt
+
     import duckdb
 
+    server = demo_server(rows=2000, bad_rows=0.0)
+    defs = _defs(server, db_path)
+    assert _run_pages(defs, instance, 0, 3, 4).success
     con = duckdb.connect(db_path)
-    # Simulate a page that lost rows (what a naive paginator does after a short page).
-    con.execute("update odata_page_log set rows_fetched = rows_fetched - 7 where page = 2")
+    # Five rows of page 00001 lost, five stale rows in page 00003: the total is unchanged.
+    lost = con.execute("select well_code, production_date from well_production order by 1, 2 limit 5 offset 600").fetchall()
+    con.executemany("delete from well_production where well_code = ? and production_date = ?", lost)
+    last = con.execute("select max(well_code) from well_production").fetchone()[0]
+    con.executemany("insert into well_production (well_code, production_date) values (?, ?)",
+                    [(last, dt.date(2099, 1, d)) for d in range(1, 6)])
+    assert con.execute("select count(*) from well_production").fetchone()[0] == 2000
     con.close()
-    result = defs.resolve_job_def("odata_import_job").execute_in_process(
-        instance=instance, tags=range_tags(0, 0), raise_on_error=False)
-    check = next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
-                 and e.event_specific_data.asset_check_key.name == "well_production_reconciliation")
+    result = defs.resolve_job_def("odata_import_job").get_subset(
+        asset_selection=set(), asset_check_selection={dg.AssetCheckKey(dg.AssetKey("well_production"),
+                                                                       "well_production_reconciliation")}
+    ).execute_in_process(instance=instance, raise_on_error=False)
+    check = next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
     assert check.passed is False
     assert check.severity == dg.AssetCheckSeverity.ERROR
-    assert check.metadata["received_rows"].value == 1993
+    assert check.metadata["pages_differing"].value == ["00001", "00003"]
 
 
 def test_downstream_asset_loads_the_table_through_the_io_manager(demo_server, db_path, instance):

@@ -272,7 +272,7 @@ def test_count_with_filter_uses_percent_20(big, reference):
     assert n == len(expected) == 50
     assert page.records == expected[:PAGE]
     queries = [r["query"] for r in server_requests(big) if r["request_id"].startswith("flt-")]
-    assert queries[1] == ("$skip=0&$top=40&$orderby=WellCode,ProductionDate"
+    assert queries[1] == ("$skip=0&$top=41&$orderby=WellCode,ProductionDate"
                           "&$filter=WellCode%20eq%20'WELL_002'&$count=true")
     assert all("+" not in q and " " not in q for q in queries)
 

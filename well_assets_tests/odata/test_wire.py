@@ -50,7 +50,7 @@ def test_query_on_the_wire_uses_percent_20_and_required_headers():
         client.fetch_page(3)
     (req,) = srv.requests
     assert req.raw_target == (
-        "/odata/WellProduction?$skip=60&$top=20&$orderby=WellCode,ProductionDate"
+        "/odata/WellProduction?$skip=60&$top=21&$orderby=WellCode,ProductionDate"
         "&$filter=WellCode%20eq%20'WELL%20001'%20and%20OilProduction%20gt%201%2B2"
         "&$select=WellCode,OilProduction&$count=true"
     )
@@ -73,9 +73,11 @@ def test_server_page_cap_is_followed_to_a_complete_exact_page(link_key, count_ke
     assert page.records == clean(ROWS[40:60])
     assert (page.skip, page.top, page.source_count) == (40, 20, 95)
     assert page.first_key == ("WELL_005", "2023-01-01") and page.last_key == ("WELL_006", "2023-01-10")
+    # one row more than the page: where the next page starts (the key after this page's last)
+    assert page.next_key == tuple(ROWS[60][k] for k in ("WellCode", "ProductionDate"))
     assert page.request_ids == ["r-p00002-a1", "r-p00002-a1-h1", "r-p00002-a1-h2"]
     assert [r.headers["X-Request-ID"] for r in srv.requests] == page.request_ids
-    assert srv.requests[1].raw_target == "/odata/WellProduction?$skiptoken=47-13"
+    assert srv.requests[1].raw_target == "/odata/WellProduction?$skiptoken=47-14"
     assert page.bytes > 0 and page.http_seconds > 0 and not page.from_cache
 
 

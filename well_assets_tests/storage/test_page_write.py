@@ -15,7 +15,9 @@ from well_assets.storage import (
     load_rejects,
     load_table,
     page_log,
+    page_map,
     page_write,
+    table_by_page,
     table_row_count,
 )
 from well_assets.storage.page_write import FastInsert
@@ -174,12 +176,57 @@ def test_pages_count_right_whether_the_plain_insert_is_tried_or_not(store):
         assert table_row_count(con) == 24
 
 
-def test_rows_are_never_deleted_by_a_rerun(store):
+def test_a_write_without_a_range_never_deletes(store):
     with store.connection() as con:
         store.write_page(con, make_page(0, [rec(day=d) for d in range(1, 11)]))
-        # the source shifted: page 0 now holds fewer / other rows
-        store.write_page(con, make_page(0, [rec(day=d) for d in range(5, 8)]))
+        store.write_page(con, make_page(0, [rec(day=d) for d in range(5, 8)]))  # no range: no mirror
         assert table_row_count(con) == 10
+
+
+def day(d: int) -> tuple[str, dt.date]:
+    return ("WELL_001", dt.date(2023, 1, 1) + dt.timedelta(days=d - 1))
+
+
+def test_a_range_sync_mirrors_deletions_into_the_archive_and_keeps_other_ranges(store):
+    with store.connection() as con:
+        store.write_page(con, make_page(0, [rec(day=d) for d in range(1, 6)], upper=day(6), next_lower=day(6),
+                                        mirror_deletes=True))
+        store.write_page(con, make_page(1, [rec(day=d) for d in range(6, 11)], lower=day(6), mirror_deletes=True))
+        # page 0's range now lacks days 2 and 4; page 1's range is untouched
+        counts = store.write_page(con, make_page(0, [rec(day=d) for d in (1, 3, 5)], run_id="sync", upper=day(6),
+                                                 mirror_deletes=True))
+        assert (counts.new, counts.duplicate, counts.deleted) == (0, 3, 2)
+        assert table_row_count(con) == 8
+        archived = con.execute("select well_code, production_date, oil_production, page, run_id "
+                               "from well_production_deleted order by production_date").fetchall()
+        assert archived == [(*day(2), 1.0, 0, "sync"), (*day(4), 1.0, 0, "sync")]
+        assert page_map(con, SOURCE) == [(0, None, True), (1, day(6), True)]
+        assert table_by_page(con, SOURCE) == {0: (3, table_by_page(con, SOURCE)[0][1]), 1: (5, table_by_page(con, SOURCE)[1][1])}
+        row = latest_page_status(con).row(0, named=True)
+        assert (row["rows_deleted"], row["rows_in_range"], row["upper_key"]) == (2, 3, "WELL_001|2023-01-06")
+
+
+def test_a_sync_that_would_delete_too_much_fails_and_writes_nothing(store):
+    with store.connection() as con:
+        store.write_page(con, make_page(0, [rec(day=d) for d in range(1, 11)], mirror_deletes=True))
+        before = load_table(con)
+        with pytest.raises(errors.DeleteGuardError, match="would delete 10 of the 10 rows.*ODATA_MAX_DELETE_FRACTION=0.5"):
+            store.write_page(con, make_page(0, [], run_id="glitch", mirror_deletes=True, max_delete_fraction=0.5))
+        assert load_table(con).equals(before)
+        assert con.execute("select count(*) from well_production_deleted").fetchone()[0] == 0
+        # a sync that deletes a share within the limit goes through
+        counts = store.write_page(con, make_page(0, [rec(day=d) for d in range(1, 7)], mirror_deletes=True,
+                                                 max_delete_fraction=0.5))
+        assert counts.deleted == 4 and table_row_count(con) == 6
+
+
+def test_a_page_lower_key_is_set_once(store):
+    with store.connection() as con:
+        store.write_page(con, make_page(1, [rec(day=d) for d in range(6, 9)], lower=day(6), next_lower=day(9),
+                                        mirror_deletes=True))
+        store.write_page(con, make_page(1, [rec(day=d) for d in range(6, 9)], lower=day(6), next_lower=day(8),
+                                        mirror_deletes=True))
+        assert page_map(con, SOURCE) == [(1, day(6), True), (2, day(9), False)]
 
 
 def test_reject_seen_again_on_another_page_is_not_duplicated(store):

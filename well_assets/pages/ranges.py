@@ -1,0 +1,101 @@
+"""Key-anchored pages: which rows a page commits, and where pages start (no Dagster).
+
+Page k covers the key range [lower(k), lower(k+1)): page 0 starts at the first key, the
+last page runs to the last. A page's lower key is learned once, from its first read by
+offset (``$skip``): the page before it reads one row more than a page, and that row's key
+is where page k starts. From then on the page is read by its range, so rows inserted or
+deleted elsewhere in the source never shift it.
+
+While a first import reads by offset, the source may change under it. An offset read is
+a contiguous slice of the ordered source, so it holds every row between its first key and
+the key after it: when that slice covers the page's range, the page's rows are the
+slice's rows within the range; when it does not (rows were deleted before the page while
+the import ran, so the slice starts too late), the page is read again by its range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from well_assets.storage import Key, to_key
+from well_assets.validation.columns import KEY
+from well_assets.validation.page import ValidatedPage
+
+
+@dataclass(frozen=True)
+class OffsetPlan:
+    """How a page read by offset is committed."""
+
+    lower: Key | None
+    upper: Key | None
+    covered: bool  # the offset read holds every row of [lower, upper)
+    shifted: bool  # the read did not start where the page starts: the source changed
+
+
+def plan_offset_page(page: int, lower: Key | None, upper: Key | None, first_key: tuple | None,
+                     next_key: tuple | None) -> OffsetPlan:
+    """The range of page ``page`` read by offset, and whether the read covers it.
+
+    ``lower``/``upper``: what is known of the page's bounds (None: not yet); ``first_key``
+    and ``next_key``: the read's first key and the key after it (as the source sent them;
+    None: the read was empty / reached the end)."""
+    first, following = to_key(first_key), to_key(next_key)
+    known_upper = upper
+    if page > 0 and lower is None:
+        lower = first  # no earlier read set it: the page starts where its first read does
+    if upper is None:
+        upper = following
+    starts_in_time = page == 0 or (lower is not None and first is not None and first <= lower)
+    ends_in_time = next_key is None or (upper is not None and following is not None and upper <= following)
+    shifted = (page > 0 and lower is not None and first != lower) or (
+        known_upper is not None and following != known_upper)
+    return OffsetPlan(lower=lower, upper=upper, covered=starts_in_time and ends_in_time, shifted=shifted)
+
+
+def key_in_range(lower: Key | None, upper: Key | None) -> pl.Expr:
+    """True for rows of a frame with typed key columns within [lower, upper)."""
+    code, day = (pl.col(name) for name in KEY)
+    condition = pl.lit(True)
+    if lower is not None:
+        condition &= (code > lower[0]) | ((code == lower[0]) & (day >= lower[1]))
+    if upper is not None:
+        condition &= (code < upper[0]) | ((code == upper[0]) & (day < upper[1]))
+    return condition
+
+
+def _reject_in_range(lower: Key | None, upper: Key | None, well_code: str | None, production_date: str | None) -> bool:
+    key = to_key((well_code, production_date))
+    if key is None:
+        return True  # a record without a usable key is reported with the page that read it
+    return (lower is None or key >= lower) and (upper is None or key < upper)
+
+
+def within(page: ValidatedPage, lower: Key | None, upper: Key | None) -> ValidatedPage:
+    """The page's rows and rejects that fall in [lower, upper)."""
+    rejects = page.rejects
+    if rejects.height:
+        keep = [_reject_in_range(lower, upper, code, day)
+                for code, day in zip(rejects["well_code"].to_list(), rejects["production_date"].to_list())]
+        rejects = rejects.filter(pl.Series(keep, dtype=pl.Boolean))
+    return ValidatedPage(valid=page.valid.filter(key_in_range(lower, upper)), rejects=rejects,
+                         in_page_duplicates=page.in_page_duplicates, validate_seconds=page.validate_seconds)
+
+
+def split(page: ValidatedPage, lower: Key | None, split_keys: list[tuple]) -> list[tuple[Key | None, Key | None, ValidatedPage]]:
+    """The last page, grown past a page's worth, cut at ``split_keys`` (the keys at every
+    page_size-th row): [(lower, upper, rows), ...], the last part open-ended."""
+    bounds = [lower] + [key for key in (to_key(raw) for raw in split_keys) if key is not None]
+    bounds = [bound for i, bound in enumerate(bounds) if i == 0 or (bound is not None and (bounds[i - 1] is None or bound > bounds[i - 1]))]
+    uppers = bounds[1:] + [None]
+    parts = [(lo, hi, within(page, lo, hi)) for lo, hi in zip(bounds, uppers)]
+    # in-page duplicates were counted once for the whole read: keep them with the first part
+    for i, (lo, hi, part) in enumerate(parts[1:], start=1):
+        parts[i] = (lo, hi, ValidatedPage(part.valid, part.rejects, 0, 0.0))
+    return parts
+
+
+def raw_key(key: Key | None) -> tuple | None:
+    """A key as the OData client addresses it (the date as ISO text)."""
+    return None if key is None else (key[0], key[1].isoformat())
