@@ -138,7 +138,6 @@ class Settings:
     sensor_interval: int = 300
     refresh_cron: str = "0 2 * * *"
     refresh_timezone: str = "UTC"
-    refresh_tail_pages: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -164,7 +163,6 @@ class Settings:
             refresh_cron=validate_cron(env.get("WELL_ASSETS_REFRESH_CRON", cls.refresh_cron), "WELL_ASSETS_REFRESH_CRON"),
             refresh_timezone=validate_timezone(env.get("WELL_ASSETS_REFRESH_TIMEZONE", cls.refresh_timezone),
                                                "WELL_ASSETS_REFRESH_TIMEZONE"),
-            refresh_tail_pages=int(_number(env, "WELL_ASSETS_REFRESH_TAIL_PAGES", 3, whole=True, least=1, most=1000)),
         )
 
     def with_overrides(self, **changes) -> "Settings":

@@ -26,7 +26,7 @@ from well_assets.errors import WellAssetsError
 from well_assets.names import IMPORT_TAG, TRIGGER_TAG
 from well_assets.pages import progress
 from well_assets.pages.fetcher import PageFetcher
-from well_assets.pages.keys import page_count, pages_to_import, run_ranges
+from well_assets.pages.keys import page_count, pages_within, run_ranges
 from well_assets.reporting import summary as report
 from well_assets.settings import Settings
 
@@ -70,10 +70,21 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: P
             if fetcher is not None:
                 odata.use_page_fetcher(fetcher)
             odata.page_fetcher()
-            with odata.client(run_id="cli") as client:
-                source_count = client.count()
             source = odata.source_identity()
-            pages = pages_to_import(source_count, request.settings.page_size, request.start_page, request.max_pages)
+            mapped = defs.resources["wells_db"].page_map(source)
+            if mapped and mapped[-1][2]:
+                # Imported before, to the end: every page is read again by its key range (the
+                # last one, grown past a page, is split by its run).
+                n_pages = len(mapped)
+                pages = pages_within(n_pages, request.start_page, request.max_pages)
+            else:
+                # A first import, or one that stopped before the end: the pages not synced
+                # yet are read by offset, as far as the source's count reaches.
+                with odata.client(run_id="cli") as client:
+                    source_count = client.count()
+                n_pages = max(len(mapped), page_count(source_count, request.settings.page_size))
+                pages = pages_within(n_pages, request.start_page, request.max_pages,
+                                     f"the source has {source_count} rows in {n_pages} page(s)")
             runs = run_ranges(pages[0], pages[-1], MAX_PAGES_PER_RUN) if pages else []
             # Refuse a page size other than the one the partitions were created with, before
             # anything is fetched or written.
@@ -84,7 +95,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: P
             progress.subscribe(display)
             try:
                 with display:
-                    register_pages(instance, page_count(source_count, request.settings.page_size))
+                    register_pages(instance, n_pages)
                     page_job = pages_only_job(job) if len(runs) > 1 else job
                     for i, (first, last) in enumerate(runs):
                         last_run = i == len(runs) - 1

@@ -1,22 +1,25 @@
-"""`odata_page_sensor`: discovers new OData pages and imports them in one ranged run.
+"""`odata_page_sensor`: keeps the table equal to the source between nightly refreshes.
 
-Each tick asks the source for its row count (one small request, one retry at most, so a
-dead source costs a tick seconds, not minutes). When the count grew, the sensor adds the
-missing page partitions (ascending: Dagster orders dynamic partitions by insertion) and
-requests ONE run covering the new pages plus the previously last page, which was partial
-and may have gained rows (a run holds at most MAX_PAGES_PER_RUN pages, like a backfill,
-so only a first import of a very large source is split into several runs). When nothing changed, or the source cannot be reached, the tick
-is skipped with the reason (shown in the UI's tick history).
+Before the first import (no page has a key range yet) a tick counts the source, adds the
+page partitions (ascending: Dagster orders dynamic partitions by insertion) and requests
+runs that import every page. After it, a tick finds the pages that changed anywhere in the
+source: it counts the source's rows in the key ranges of groups of GROUP_PAGES pages and
+compares them with the table (one small request per group, one retry at most), then
+counts page by page inside a group whose count differs, and requests runs for exactly
+the changed pages (contiguous ones in one run). A page read again by its range takes in
+inserts, updates and deletions; the last page, when it has grown past a page, is split
+into new pages by its run. A tick that finds nothing says so, and so does one that cannot
+reach the source or finds the database being written (shown in the UI's tick history).
 
-The cursor (JSON) holds what the sensor last acted on: ``count``, ``page_size``,
-``source`` and a tick sequence number ``seq``. It only moves when the sensor requests
-work, so the same work is never requested twice; the run key
-(``odata-pages-<first>-<last>-seq<seq>``) also makes Dagster drop a repeat if a tick's
-cursor update was lost. A failed run is not retried by the sensor: re-execute it from
-the UI (or `well-assets trigger`) after fixing the cause.
+What counts cannot see, as many rows inserted as deleted within one group, and changed
+values, the nightly refresh catches: it reads every page again.
 
-Settings: ``WELL_ASSETS_SENSOR_INTERVAL`` (seconds between ticks, default 300, read with
-every setting when the code location loads).
+The cursor (JSON) holds ``source``, ``page_size`` and a tick sequence number ``seq`` that
+only moves when the sensor requests work; the run key (``odata-pages-<first>-<last>-seq<seq>``)
+makes Dagster drop a repeat if a tick's cursor update was lost. A failed run is not retried
+by the sensor: the next tick finds its pages still different and asks again.
+
+Settings: ``WELL_ASSETS_SENSOR_INTERVAL`` (seconds between ticks, default 300).
 """
 
 from __future__ import annotations
@@ -27,14 +30,16 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from well_assets import storage
 from well_assets.defs.assets import MAX_PAGES_PER_RUN
 from well_assets.defs.jobs import odata_import_job, range_tags
 from well_assets.defs.partitions import odata_pages
-from well_assets.defs.resources import ODataResource
-from well_assets.errors import ConfigError, WellAssetsError
+from well_assets.defs.resources import ODataResource, WellsDatabase
+from well_assets.errors import ConfigError, DatabaseError, WellAssetsError
 from well_assets.names import SENSOR_NAME, TRIGGER_TAG
 from well_assets.odata import ODataClient
-from well_assets.pages.keys import missing_keys, page_count, page_key, range_problem, run_ranges
+from well_assets.pages.keys import blocks, missing_keys, page_count, page_key, range_problem, run_ranges
+from well_assets.pages.ranges import changed_pages
 from well_assets.settings import Settings
 
 
@@ -60,49 +65,45 @@ def parse_cursor(raw: str | None) -> dict:
 
 def plan_tick(cursor: dict, count: int, page_size: int, source: str, registered: list[str],
               max_pages_per_run: int = MAX_PAGES_PER_RUN) -> TickPlan:
-    """Decides a tick from the cursor, the source's count and the registered keys (in order)."""
+    """The first import, from the source's count and the registered keys (in order)."""
     n_pages = page_count(count, page_size)
     to_add = missing_keys(registered, n_pages)
     seq = int(cursor.get("seq", 0)) + 1
     new_cursor = {"count": count, "page_size": page_size, "source": source, "seq": seq}
-    previous = cursor.get("count")
     pages_text = f"{count} rows in {n_pages} page(s) of {page_size}"
-
-    if previous is not None and cursor.get("page_size") != page_size:
-        return TickPlan([], [], (
-            f"page size changed from {cursor.get('page_size')} to {page_size} since the last import: "
-            "page keys would name other rows; nothing done. Import into a new database and DAGSTER_HOME, "
-            "or restore ODATA_PAGE_SIZE"), None)
-    if previous is not None and cursor.get("source", source) != source:
-        previous = None  # another source (URL, entity set, filter): start over
-        first_reason = f"source changed to {source}: importing all {pages_text}"
-    else:
-        first_reason = f"first import: {pages_text}"
-
-    if previous is not None and count == previous:
-        if to_add:  # keys deleted by hand: put them back, nothing to run
-            return TickPlan(to_add, [], f"source unchanged ({pages_text}); re-added {len(to_add)} missing page key(s)", None)
-        return TickPlan([], [], f"source unchanged: {pages_text}", None)
+    if cursor.get("count") == count and cursor.get("source") == source and cursor.get("page_size") == page_size:
+        return TickPlan([], [], f"first import already requested ({pages_text}); waiting for its runs", None)
     if n_pages == 0:
         return TickPlan(to_add, [], f"source is empty ({count} rows): nothing to import", new_cursor)
-    if previous is None:
-        first = 0
-        reason = first_reason
-    elif count < previous:
-        return TickPlan(to_add, [], (
-            f"source shrank from {previous} to {count} rows ({n_pages} page(s)): rows are never deleted "
-            "by an import, nothing to run"), new_cursor)
-    else:
-        # The previously last page is imported again: it was partial and may have gained
-        # rows (when the old count filled it exactly, it is one cheap, idempotent page).
-        first = max(page_count(previous, page_size) - 1, 0)
-        reason = (f"source grew from {previous} to {count} rows: {len(to_add)} new page(s), "
-                  f"importing pages {page_key(first)}..{page_key(n_pages - 1)}")
-    ranges = run_ranges(first, n_pages - 1, max_pages_per_run)
-    problem = range_problem(registered + to_add, first, n_pages - 1)
+    problem = range_problem(registered + to_add, 0, n_pages - 1)
     if problem:
         return TickPlan([], [], problem, None)
-    return TickPlan(to_add, ranges, reason, new_cursor)
+    return TickPlan(to_add, run_ranges(0, n_pages - 1, max_pages_per_run), f"first import: {pages_text}", new_cursor)
+
+
+def plan_sync(cursor: dict, mapped: list, on_table: dict, client: ODataClient, page_size: int, source: str,
+              registered: list[str]) -> TickPlan:
+    """After the first import: the changed pages, and the pages a stopped import has not
+    reached yet (when the last mapped page was never synced, the source's count says how
+    many pages remain)."""
+    synced = [page for page, _lower, was_synced in mapped if was_synced]
+    changed, requests = changed_pages(synced, {page: lower for page, lower, _ in mapped}, on_table,
+                                      client.count_range)
+    # Pages an import has not reached (a partial backfill, a stopped run) are imported too.
+    changed = sorted(set(changed) | (set(range(mapped[-1][0] + 1)) - set(synced)))
+    to_add: list[str] = []
+    if not mapped[-1][2]:
+        n_pages = max(mapped[-1][0] + 1, page_count(client.count(), page_size))
+        requests += 1
+        to_add = missing_keys(registered, n_pages)
+        changed = sorted(set(changed) | set(range(mapped[-1][0], n_pages)))
+    if not changed:
+        return TickPlan([], [], f"source unchanged: {len(mapped)} page(s) checked with {requests} count request(s)",
+                        None)
+    shown = ", ".join(page_key(p) for p in changed[:20]) + (" ..." if len(changed) > 20 else "")
+    reason = f"{len(changed)} page(s) to sync ({requests} count request(s)): {shown}"
+    seq = int(cursor.get("seq", 0)) + 1
+    return TickPlan(to_add, blocks(changed, MAX_PAGES_PER_RUN), reason, {"source": source, "page_size": page_size, "seq": seq})
 
 
 def sensor_client(odata: ODataResource) -> ODataClient:
@@ -122,17 +123,23 @@ def sensor_client(odata: ODataResource) -> ODataClient:
 def build_page_sensor(settings: Settings) -> dg.SensorDefinition:
     """`odata_page_sensor`, ticking every ``settings.sensor_interval`` seconds."""
 
-    def odata_page_sensor(context: dg.SensorEvaluationContext, odata: ODataResource):
+    def odata_page_sensor(context: dg.SensorEvaluationContext, odata: ODataResource, wells_db: WellsDatabase):
+        cursor = parse_cursor(context.cursor)
         try:
-            with sensor_client(odata) as client:
-                count = client.count()
             source = odata.source_identity()
+            mapped, on_table = _table_state(wells_db, source)
+            registered = list(context.instance.get_dynamic_partitions(odata_pages.name))
+            with sensor_client(odata) as client:
+                if not any(synced for _page, _lower, synced in mapped):
+                    plan = plan_tick(cursor, client.count(), odata.page_size, source, registered)
+                else:
+                    plan = plan_sync(cursor, mapped, on_table, client, odata.page_size, source, registered)
         except ConfigError as exc:
             return dg.SkipReason(f"invalid OData settings: {exc.message}")
+        except DatabaseError as exc:
+            return dg.SkipReason(f"the database cannot be read now (a run may be writing it): {exc.message}")
         except WellAssetsError as exc:
             return dg.SkipReason(f"source unreachable: {exc.code}: {exc.message}")
-        registered = list(context.instance.get_dynamic_partitions(odata_pages.name))
-        plan = plan_tick(parse_cursor(context.cursor), count, odata.page_size, source, registered)
         context.log.info(f"{plan.reason}; adding {len(plan.to_add)} page key(s), requesting {len(plan.ranges)} run(s)")
         if not plan.ranges and not plan.to_add and plan.cursor is None:
             return dg.SkipReason(plan.reason)
@@ -156,5 +163,19 @@ def build_page_sensor(settings: Settings) -> dg.SensorDefinition:
         job=odata_import_job,
         minimum_interval_seconds=settings.sensor_interval,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="Polls the OData count and imports new pages (plus the last partial one) in one ranged run.",
+        description="Imports the source, then finds the pages that changed (counts per key range) and syncs them.",
     )(odata_page_sensor)
+
+
+def _table_state(wells_db: WellsDatabase, source: str) -> tuple[list, dict]:
+    """The page map and what the table holds per page (empty before the first import). A
+    tick does not wait for a run that holds the database: it tries again next time."""
+    store = wells_db.store()
+    if not store.path.exists():
+        return [], {}
+    quick = type(store)(store.path, lock_timeout=2.0)
+    with quick.connection(read_only=True, lean=True) as con:
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'odata_page_map'"
+                           ).fetchone()[0]:
+            return [], {}
+        return storage.page_map(con, source), storage.table_by_page(con, source)

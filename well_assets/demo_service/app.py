@@ -78,7 +78,11 @@ def _auth_failure(request: Request) -> Response | None:
 async def _apply_faults(request: Request, kind: str, skip: int | None) -> tuple[Plan, Response | None]:
     request.scope["demo.endpoint"] = kind
     request.scope["demo.skip"] = skip
-    plan = _state(request).faults.evaluate(kind, skip)
+    state = _state(request)
+    plan = state.faults.evaluate(kind, skip)
+    for change in plan.changes:  # the source changes under the reader
+        await run_in_threadpool(state.delete, change.get("delete") or [])
+        await run_in_threadpool(state.upsert, change.get("upsert") or [])
     if plan.delay:
         await asyncio.sleep(plan.delay)
     rule = plan.terminal

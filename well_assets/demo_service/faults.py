@@ -24,6 +24,9 @@ Kinds (each produces exactly the fault it names and nothing else):
 - `{"kind": "annotations_401"}` `@context`, `@count`, `@nextLink` (no `odata.` prefix).
 - `{"kind": "trailing_empty_page"}` the last non-empty page carries a nextLink to an empty
   page (which has no nextLink).
+- `{"kind": "change", "delete": [{"WellCode": ..., "ProductionDate": ...}], "upsert": [records]}`
+  the data changes just before the matching request is answered, as a live source changes
+  while an import reads it (give `skip` and `times: 1` to change it once, mid-import).
 
 Matchers, on any rule (all given ones must pass; none: every OData request):
 
@@ -56,7 +59,7 @@ from .generate import PROPS
 
 TERMINAL = ("status", "rate_limit", "error_body", "drop")
 PAYLOAD = ("loop_next_link", "foreign_next_link", "rename", "decimals_as_strings", "annotations_401", "trailing_empty_page")
-ANY_REQUEST = ("latency", "truncate", *TERMINAL)
+ANY_REQUEST = ("latency", "truncate", "change", *TERMINAL)
 KINDS = (*ANY_REQUEST, *PAYLOAD)
 _MATCHERS = {"kind", "skip", "times", "fraction", "seed"}
 _FIELDS = {
@@ -65,6 +68,7 @@ _FIELDS = {
     "latency": {"seconds"},
     "foreign_next_link": {"host"},
     "rename": {"from", "to"},
+    "change": {"delete", "upsert"},
 }
 
 
@@ -111,6 +115,7 @@ class Plan:
     loop_next_link: bool = False
     foreign_host: str | None = None
     trailing_empty_page: bool = False
+    changes: list[dict[str, Any]] = field(default_factory=list)  # data changes to apply first
 
 
 def _number(rule: dict, name: str, lo: float, hi: float, default: Any = None, integer: bool = False) -> Any:
@@ -160,6 +165,11 @@ def parse_rule(spec: Any) -> Rule:
             raise FaultRuleError(f"fault rule {spec!r}: 'from' must be one of {', '.join(PROPS)}")
         if not isinstance(spec.get("to"), str) or not spec["to"]:
             raise FaultRuleError(f"fault rule {spec!r}: 'to' must be a non-empty string")
+    if kind == "change":
+        for name in ("delete", "upsert"):
+            items = spec.get(name, [])
+            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+                raise FaultRuleError(f"fault rule {spec!r}: '{name}' must be a list of records")
     return rule
 
 
@@ -221,6 +231,8 @@ class FaultSet:
                     plan.truncate = True
                 elif rule.kind == "rename":
                     plan.renames.append((s["from"], s["to"]))
+                elif rule.kind == "change":
+                    plan.changes.append(s)
                 elif rule.kind == "foreign_next_link":
                     plan.foreign_host = s.get("host", "http://127.0.0.2:9").rstrip("/")
                 else:

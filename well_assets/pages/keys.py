@@ -47,14 +47,19 @@ def missing_keys(registered: Sequence[str], n_pages: int) -> list[str]:
 
 
 def pages_to_import(source_count: int, page_size: int, start_page: int = 0, max_pages: int | None = None) -> list[int]:
-    """The pages an import covers: from ``start_page``, at most ``max_pages``, within the source."""
-    n_pages = page_count(source_count, page_size)
+    """The pages a first import covers: from ``start_page``, at most ``max_pages``, within the source."""
+    return pages_within(page_count(source_count, page_size), start_page, max_pages,
+                        f"the source has {source_count} rows in {page_count(source_count, page_size)} page(s) of {page_size}")
+
+
+def pages_within(n_pages: int, start_page: int = 0, max_pages: int | None = None, what: str | None = None) -> list[int]:
+    """Pages ``start_page``.. of ``n_pages``, at most ``max_pages`` of them."""
     if n_pages == 0:
         return []
     if start_page >= n_pages:
         raise PaginationError(
-            f"--start-page {start_page} is past the last page: the source has {source_count} rows "
-            f"in {n_pages} page(s) of {page_size} (pages 0..{n_pages - 1})",
+            f"--start-page {start_page} is past the last page: {what or f'there are {n_pages} page(s)'} "
+            f"(pages 0..{n_pages - 1})",
             start_page=start_page,
             pages=n_pages,
         )
@@ -62,16 +67,20 @@ def pages_to_import(source_count: int, page_size: int, start_page: int = 0, max_
     return list(range(start_page, end))
 
 
-def tail_range(n_pages: int, tail: int) -> tuple[int, int] | None:
-    """The last ``tail`` pages of ``n_pages`` (inclusive bounds), None for an empty source."""
-    if n_pages <= 0:
-        return None
-    return max(n_pages - tail, 0), n_pages - 1
-
-
 def run_ranges(first: int, last: int, max_pages_per_run: int) -> list[tuple[int, int]]:
     """``first..last`` (inclusive) cut into runs of at most ``max_pages_per_run`` pages."""
     return [(lo, min(lo + max_pages_per_run - 1, last)) for lo in range(first, last + 1, max_pages_per_run)]
+
+
+def blocks(pages: Sequence[int], max_pages_per_run: int) -> list[tuple[int, int]]:
+    """The contiguous stretches of the given (sorted) pages, each at most ``max_pages_per_run`` long."""
+    out: list[tuple[int, int]] = []
+    for page in pages:
+        if out and out[-1][1] == page - 1 and page - out[-1][0] < max_pages_per_run:
+            out[-1] = (out[-1][0], page)
+        else:
+            out.append((page, page))
+    return out
 
 
 def range_problem(keys: Sequence[str], first: int, last: int) -> str | None:

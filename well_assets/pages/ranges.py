@@ -15,6 +15,7 @@ the import ran, so the slice starts too late), the page is read again by its ran
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -99,3 +100,38 @@ def split(page: ValidatedPage, lower: Key | None, split_keys: list[tuple]) -> li
 def raw_key(key: Key | None) -> tuple | None:
     """A key as the OData client addresses it (the date as ISO text)."""
     return None if key is None else (key[0], key[1].isoformat())
+
+
+GROUP_PAGES = 8
+
+
+def changed_pages(pages: list[int], lowers: dict[int, Key | None], on_table: dict[int, tuple[int, int]],
+                  count_range: Callable[[tuple | None, tuple | None], int],
+                  group_pages: int = GROUP_PAGES) -> tuple[list[int], int]:
+    """Of ``pages`` (ascending), those whose key range holds another number of rows at the
+    source than ``on_table`` says the table holds, and the number of counts it took: one
+    count per stretch of at most ``group_pages`` consecutive pages, then one per page inside
+    a stretch that differs. ``lowers``: every known page's lower key (a page's range ends
+    where the next one starts; the last known page is open-ended)."""
+    requests = 0
+
+    def at_source(first: int, last: int) -> int:
+        nonlocal requests
+        requests += 1
+        return count_range(raw_key(lowers.get(first)), raw_key(lowers.get(last + 1)))
+
+    def on_file(first: int, last: int) -> int:
+        return sum(on_table.get(page, (0, 0))[0] for page in range(first, last + 1))
+
+    groups: list[list[int]] = []
+    for page in pages:
+        if groups and groups[-1][-1] == page - 1 and len(groups[-1]) < group_pages:
+            groups[-1].append(page)
+        else:
+            groups.append([page])
+    changed: list[int] = []
+    for group in groups:
+        if at_source(group[0], group[-1]) == on_file(group[0], group[-1]):
+            continue
+        changed += [page for page in group if len(group) == 1 or at_source(page, page) != on_file(page, page)]
+    return changed, requests

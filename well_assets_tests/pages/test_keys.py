@@ -14,7 +14,6 @@ from well_assets.pages.keys import (
     pages_to_import,
     range_problem,
     run_ranges,
-    tail_range,
 )
 
 
@@ -42,12 +41,6 @@ def test_pages_to_import(count, size, start, most, pages):
 def test_a_start_past_the_end_is_refused():
     with pytest.raises(PaginationError, match="past the last page"):
         pages_to_import(2500, 1000, 3, None)
-
-
-def test_tail_range():
-    assert tail_range(0, 3) is None
-    assert tail_range(2, 3) == (0, 1)
-    assert tail_range(150, 3) == (147, 149)
 
 
 def test_run_ranges_cover_the_range_once_in_runs_of_at_most_n():

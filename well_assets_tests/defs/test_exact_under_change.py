@@ -1,0 +1,209 @@
+"""The table stays an exact copy of a source that changes: through the sensor's next tick
+and its runs, the nightly refresh's runs, and `well-assets import`; also when rows are
+deleted while an import reads the source. Over real HTTP against the bundled service
+(30,000 rows, 60 wells, pages of 1000), comparing the table with the source's own rows,
+values included, and the deletions with well_production_deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import dagster as dg
+import httpx
+import pytest
+
+from well_assets.cli.importer import ImportRequest, run_import
+from well_assets.defs.definitions import build_definitions
+from well_assets.settings import Settings
+from well_assets_tests.expected import expected_table, query, stored_table
+
+ROWS, WELLS, PAGE_SIZE = 30_000, 60, 1000
+
+
+@pytest.fixture
+def source(demo_server):
+    return demo_server(rows=ROWS, days_per_well=ROWS // WELLS, bad_rows=0.0)
+
+
+@pytest.fixture
+def settings(source, db_path, dagster_home) -> Settings:
+    return Settings(base_url=source.base_url, page_size=PAGE_SIZE, database=db_path)
+
+
+def import_all(settings: Settings) -> dict:
+    return run_import(ImportRequest(settings=settings))
+
+
+def differences(source, db_path) -> tuple[int, int, int]:
+    """(rows missing from the table, stale rows kept, rows with other values)."""
+    expected, stored = expected_table(source), stored_table(db_path)
+    missing = len(expected.keys() - stored.keys())
+    stale = len(stored.keys() - expected.keys())
+    other = sum(1 for key in expected.keys() & stored.keys() if expected[key] != stored[key])
+    return missing, stale, other
+
+
+# -- what changes at the source ------------------------------------------------------------
+
+
+def one_new_day_for_every_well(source) -> list[dict]:
+    last = {}
+    for record in source.state.records():
+        last[record["WellCode"]] = max(last.get(record["WellCode"], ""), record["ProductionDate"])
+    new = [{"WellCode": well, "ProductionDate": (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat(),
+            "OilProduction": 11.5, "GasProduction": 22.25, "WaterProduction": 3.0} for well, day in sorted(last.items())]
+    httpx.post(f"{source.admin_url}/rows", json=new, timeout=60).raise_for_status()
+    return new
+
+
+def delete_rows(source, n: int, seed: int = 7, among: slice = slice(None)) -> list[dict]:
+    records = source.state.records()[among]
+    keys = [{"WellCode": r["WellCode"], "ProductionDate": r["ProductionDate"]}
+            for r in random.Random(seed).sample(records, n)]
+    httpx.request("DELETE", f"{source.admin_url}/rows", json=keys, timeout=60).raise_for_status()
+    return keys
+
+
+def correct_values(source, n: int, seed: int = 3) -> list[dict]:
+    changed = [{**r, "OilProduction": 999.5} for r in random.Random(seed).sample(source.state.records(), n)]
+    httpx.post(f"{source.admin_url}/rows", json=changed, timeout=60).raise_for_status()
+    return changed
+
+
+def deleted_keys(db_path) -> set[tuple[str, str]]:
+    return {(code, day) for code, day in query(
+        db_path, "select well_code, strftime(production_date, '%Y-%m-%d') from well_production_deleted")}
+
+
+# -- running the sensor and the schedule as the daemon does ------------------------------------
+
+
+def execute(defs: dg.Definitions, instance, requests) -> list[dg.ExecuteInProcessResult]:
+    job = defs.resolve_job_def("odata_import_job")
+    return [job.execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
+            for request in requests]
+
+
+def sensor_tick(defs: dg.Definitions, instance, cursor):
+    sensor = defs.resolve_sensor_def("odata_page_sensor")
+    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor,
+                                 resources=defs.resources) as context:
+        result = sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return result, [], cursor
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result, execute(defs, instance, result.run_requests), result.cursor
+
+
+def nightly_refresh(defs: dg.Definitions, instance) -> list[dg.ExecuteInProcessResult]:
+    schedule = defs.resolve_schedule_def("odata_nightly_refresh")
+    with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
+                                   resources=defs.resources,
+                                   scheduled_execution_time=dt.datetime(2026, 1, 2, 2, tzinfo=dt.timezone.utc)) as ctx:
+        requests = schedule(ctx)
+    return execute(defs, instance, requests if isinstance(requests, list) else [requests])
+
+
+# -- the table after each kind of change -------------------------------------------------------
+
+
+def test_the_sensor_takes_in_a_new_day_for_every_well_and_deletions(source, settings, db_path):
+    assert import_all(settings)["success"]
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.get() as instance:
+        first, _, cursor = sensor_tick(defs, instance, None)
+        assert isinstance(first, dg.SkipReason) and "source unchanged: 30 page(s)" in first.skip_message
+
+        one_new_day_for_every_well(source)  # 60 rows, in the middle of the order
+        result, runs, cursor = sensor_tick(defs, instance, cursor)
+        assert runs and all(run.success for run in runs)
+        assert differences(source, db_path) == (0, 0, 0)
+
+        gone = delete_rows(source, 28)
+        result, runs, cursor = sensor_tick(defs, instance, cursor)
+        assert runs and all(run.success for run in runs)
+        assert differences(source, db_path) == (0, 0, 0)
+        assert deleted_keys(db_path) == {(k["WellCode"], k["ProductionDate"]) for k in gone}
+
+        quiet, runs, _ = sensor_tick(defs, instance, cursor)
+        assert not runs and "source unchanged" in quiet.skip_message
+
+
+def test_the_nightly_refresh_takes_in_inserts_deletions_and_corrected_values(source, settings, db_path):
+    assert import_all(settings)["success"]
+    defs = build_definitions(settings)
+    one_new_day_for_every_well(source)
+    gone = delete_rows(source, 28)
+    correct_values(source, 10)
+    with dg.DagsterInstance.get() as instance:
+        runs = nightly_refresh(defs, instance)
+    assert runs and all(run.success for run in runs)
+    assert differences(source, db_path) == (0, 0, 0)
+    assert deleted_keys(db_path) == {(k["WellCode"], k["ProductionDate"]) for k in gone}
+
+
+def test_well_assets_import_again_makes_the_table_equal_the_changed_source(source, settings, db_path):
+    assert import_all(settings)["success"]
+    one_new_day_for_every_well(source)
+    delete_rows(source, 28)
+    correct_values(source, 10)
+    summary = import_all(settings)
+    assert summary["success"]
+    imported = summary["data"]["import_summary"]
+    assert (imported["new_records"], imported["deleted_records"], imported["updated_records"]) == (60, 28, 10)
+    assert differences(source, db_path) == (0, 0, 0)
+    # every page was read by its key range this time
+    assert query(db_path, "select distinct read_by from odata_page_log where import_id = "
+                          "(select import_id from odata_page_log order by log_id desc limit 1)") == [("range",)]
+
+
+def test_rows_deleted_near_the_start_while_the_import_reads_are_neither_lost_nor_kept(source, settings, db_path):
+    # When page 00014 is requested, 30 rows of pages 00000..00002 disappear: every later
+    # offset page starts 30 rows later than it did when the import began.
+    early = [{"WellCode": r["WellCode"], "ProductionDate": r["ProductionDate"]}
+             for r in random.Random(1).sample(source.state.records()[:3000], 30)]
+    fault = {"kind": "change", "skip": [14 * PAGE_SIZE], "times": 1, "delete": early}
+    httpx.put(f"{source.admin_url}/faults", json=[fault], timeout=30).raise_for_status()
+    summary = import_all(settings)
+    assert summary["success"]
+    assert len(source.state.records()) == ROWS - 30  # the change happened
+    assert differences(source, db_path) == (0, 0, 0)
+    imported = summary["data"]["import_summary"]
+    assert imported["repaired_records"] >= 30 and imported["deleted_records"] == 30  # the drift, reported
+    assert deleted_keys(db_path) == {(k["WellCode"], k["ProductionDate"]) for k in early}
+
+
+def test_a_page_that_comes_back_empty_fails_and_the_table_keeps_every_row(source, settings, db_path):
+    assert import_all(settings)["success"]
+    before = stored_table(db_path)
+    page_3 = source.state.records()[3 * PAGE_SIZE:4 * PAGE_SIZE]
+    httpx.request("DELETE", f"{source.admin_url}/rows", timeout=60,
+                  json=[{"WellCode": r["WellCode"], "ProductionDate": r["ProductionDate"]} for r in page_3]
+                  ).raise_for_status()
+    summary = import_all(settings)
+    assert not summary["success"]
+    [failed] = summary["data"]["failed_page_list"]
+    assert failed["partition_key"] == "00003"
+    assert "ODATA_MAX_DELETE_FRACTION=0.5" in failed["error"] and "1000 of the 1000 rows" in failed["error"]
+    assert stored_table(db_path) == before  # nothing deleted
+    assert deleted_keys(db_path) == set()
+
+
+def test_the_last_page_grown_past_a_page_is_split_into_new_pages(source, settings, db_path):
+    assert import_all(settings)["success"]
+    defs = build_definitions(settings)
+    start = dt.date(2030, 1, 1)
+    new = [{"WellCode": f"WELL_Z{i // 500:02d}", "ProductionDate": (start + dt.timedelta(days=i % 500)).isoformat(),
+            "OilProduction": 1.0, "GasProduction": 2.0, "WaterProduction": 3.0} for i in range(2500)]
+    httpx.post(f"{source.admin_url}/rows", json=new, timeout=60).raise_for_status()
+    with dg.DagsterInstance.get() as instance:
+        _, runs, _ = sensor_tick(defs, instance, None)
+        assert runs and all(run.success for run in runs)
+        assert differences(source, db_path) == (0, 0, 0)
+        keys = instance.get_dynamic_partitions("odata_pages")
+        assert keys[-3:] == ["00030", "00031", "00032"]  # 1000 + 2500 rows after page 00029's start
+        materialized = instance.get_materialized_partitions(dg.AssetKey("well_production"))
+        assert {"00029", "00030", "00031", "00032"} <= materialized
