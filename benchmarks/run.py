@@ -8,9 +8,12 @@ then per round runs, each as a subprocess with a fresh DuckDB file:
 
   A  raw      python benchmarks/raw_loop.py --base-url URL --database FRESH
   B  import   well-assets import --base-url URL --database FRESH --json --no-progress
+  S  resync   B's command again on B's database: the source unchanged, every page read
+              again by its key range (the re-sync `well-assets import`, the sensor's runs and
+              the nightly refresh do)
   F  floor    the same import with --max-pages 1 (fixed cost: start-up, Dagster, 1 page)
 
-in the order A B F A B F ... . Wall time is measured around the process (so Python and
+in the order A B S F A B S F ... . Wall time is measured around the process (so Python and
 Dagster start-up count); CPU comes from os.wait4's rusage of that child (exact, includes
 its own children). Peak RSS is the process tree's: the child's peak from wait4 plus the
 largest sum of the peaks of its descendants alive together (the import's page fetcher
@@ -61,7 +64,7 @@ SCRUB_ENV_PREFIXES = ("ODATA_", "WELLS_", "WELL_ASSETS_", "DAGSTER_HOME")
 
 @dataclass
 class ChildRun:
-    kind: str  # raw | import | floor
+    kind: str  # raw | import | resync | floor
     size: int
     round: int
     argv: list[str]
@@ -330,12 +333,14 @@ def bench_size(size: int, rounds: int, args, log) -> dict:
     try:
         with DemoService(size, seed=args.seed, workdir=workroot) as server:
             log(f"[{size}] demo server up on {server.base_url} in {server.start_seconds:.1f}s")
-            plan = [("raw", None), ("import", None), ("floor", 1)]
+            plan = [("raw", None), ("import", None), ("resync", None), ("floor", 1)]
             for rnd in range(1, rounds + 1):
                 for kind, max_pages in plan:
                     rundir = workroot / f"r{rnd}-{kind}"
                     rundir.mkdir()
                     db = rundir / "wells.duckdb"
+                    if kind == "resync":  # the database the import of this round just wrote
+                        shutil.move(str(workroot / f"r{rnd}-import" / "wells.duckdb"), db)
                     if kind == "raw":
                         argv = [sys.executable, str(HERE / "raw_loop.py"), "--base-url", server.base_url,
                                 "--database", str(db)]
@@ -353,7 +358,7 @@ def bench_size(size: int, rounds: int, args, log) -> dict:
                         f"{run.rows_per_second:9.0f} rec/s  peak RSS {run.peak_rss_mb:6.1f} MB  "
                         f"cpu {run.cpu_seconds:6.1f}s  server cpu {run.server_cpu_seconds:5.1f}s  "
                         f"{'OK' if run.ok else 'WRONG: ' + run.problem[:400]}")
-                    if not args.keep:
+                    if not args.keep and kind != "import":
                         shutil.rmtree(rundir, ignore_errors=True)
         server_info = {"start_seconds": server.start_seconds, "peak_rss_mb": server.peak_rss_mb,
                        "argv": server.argv}
@@ -373,18 +378,25 @@ def med(values):
 
 def summarize(result: dict) -> dict:
     runs: list[ChildRun] = result["runs"]
-    by = {k: [r for r in runs if r.kind == k] for k in ("raw", "import", "floor")}
-    ratios = []
-    for rnd in range(1, result["rounds"] + 1):
-        raw = next((r for r in by["raw"] if r.round == rnd), None)
-        imp = next((r for r in by["import"] if r.round == rnd), None)
-        ok = raw and imp and raw.ok and imp.ok and raw.wall_seconds
-        ratios.append(imp.wall_seconds / raw.wall_seconds if ok else None)
+    by = {k: [r for r in runs if r.kind == k] for k in ("raw", "import", "resync", "floor")}
+    def per_round(kind: str) -> list[float | None]:
+        out = []
+        for rnd in range(1, result["rounds"] + 1):
+            raw = next((r for r in by["raw"] if r.round == rnd), None)
+            run = next((r for r in by[kind] if r.round == rnd), None)
+            ok = raw and run and raw.ok and run.ok and raw.wall_seconds
+            out.append(run.wall_seconds / raw.wall_seconds if ok else None)
+        return out
+
+    ratios = per_round("import")
+    resync_ratios = per_round("resync")
     s = {
         "size": result["size"],
         "all_ok": all(r.ok for r in runs),
         "ratios": ratios,
         "ratio_median": med(ratios),
+        "resync_ratios": resync_ratios,
+        "resync_ratio_median": med(resync_ratios),
         "target_ratio": TARGET_RATIO_LARGE if result["size"] >= LARGE else TARGET_RATIO_SMALL,
     }
     for kind, rs in by.items():
@@ -503,8 +515,9 @@ def render(summaries: list[dict], results: list[dict], machine: dict, args, star
         add("service:  " + " ".join(results[0]["server"]["argv"]).replace(str(Path(sys.executable).parent) + "/", ""))
     add("A raw:    python benchmarks/raw_loop.py --base-url URL --database FRESH.duckdb")
     add("B import: well-assets import --base-url URL --database FRESH.duckdb --json --no-progress")
+    add("S resync: well-assets import --base-url URL --database B.duckdb --json --no-progress   (B's file, source unchanged)")
     add("F floor:  well-assets import --base-url URL --database FRESH.duckdb --json --no-progress --max-pages 1")
-    add("order per round: A B F; environment without DAGSTER_HOME (ephemeral instance) and without ODATA_*/WELLS_*")
+    add("order per round: A B S F; environment without DAGSTER_HOME (ephemeral instance) and without ODATA_*/WELLS_*")
     add("```")
     add("")
     for res, s in zip(results, summaries):
@@ -517,23 +530,30 @@ def render(summaries: list[dict], results: list[dict], machine: dict, args, star
         add("| round | run | wall s | records/s | peak RSS MB (tree) | largest process MB | CPU s | service CPU s | import/raw | correct |")
         add("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in res["runs"]:
-            ratio = s["ratios"][r.round - 1] if r.kind == "import" else None
+            ratio = {"import": s["ratios"], "resync": s["resync_ratios"]}.get(r.kind, [None] * r.round)[r.round - 1]
             add(f"| {r.round} | {r.kind} | {r.wall_seconds:.2f} | {r.rows_per_second:,.0f} | {r.peak_rss_mb:.1f} | "
                 f"{r.largest_process_rss_mb:.1f} | "
                 f"{r.cpu_seconds:.1f} | {r.server_cpu_seconds:.1f} | {fx(ratio) if ratio else ''} | "
                 f"{'yes' if r.ok else 'NO: ' + r.problem[:200].replace('|', '/')} |")
         add("")
-        add("| median | raw | import | floor (1 page) |")
-        add("|---|---:|---:|---:|")
-        add(f"| wall s | {fmt(s['raw']['wall_median'])} | {fmt(s['import']['wall_median'])} | {fmt(s['floor']['wall_median'])} |")
-        add(f"| records/s | {fmt(s['raw']['rps_median'], ',.0f')} | {fmt(s['import']['rps_median'], ',.0f')} | |")
+        add("| median | raw | import | resync | floor (1 page) |")
+        add("|---|---:|---:|---:|---:|")
+        add(f"| wall s | {fmt(s['raw']['wall_median'])} | {fmt(s['import']['wall_median'])} | "
+            f"{fmt(s['resync']['wall_median'])} | {fmt(s['floor']['wall_median'])} |")
+        add(f"| records/s | {fmt(s['raw']['rps_median'], ',.0f')} | {fmt(s['import']['rps_median'], ',.0f')} | "
+            f"{fmt(s['resync']['rps_median'], ',.0f')} | |")
         add(f"| peak RSS MB | {fmt(s['raw']['rss_median'], '.1f')} | {fmt(s['import']['rss_median'], '.1f')} "
-            f"(max {fmt(s['import']['rss_max'], '.1f')}) | {fmt(s['floor']['rss_median'], '.1f')} |")
-        add(f"| client CPU s | {fmt(s['raw']['cpu_median'], '.1f')} | {fmt(s['import']['cpu_median'], '.1f')} | {fmt(s['floor']['cpu_median'], '.1f')} |")
-        add(f"| service CPU s | {fmt(s['raw']['server_cpu_median'], '.1f')} | {fmt(s['import']['server_cpu_median'], '.1f')} | |")
+            f"(max {fmt(s['import']['rss_max'], '.1f')}) | {fmt(s['resync']['rss_median'], '.1f')} | "
+            f"{fmt(s['floor']['rss_median'], '.1f')} |")
+        add(f"| client CPU s | {fmt(s['raw']['cpu_median'], '.1f')} | {fmt(s['import']['cpu_median'], '.1f')} | "
+            f"{fmt(s['resync']['cpu_median'], '.1f')} | {fmt(s['floor']['cpu_median'], '.1f')} |")
+        add(f"| service CPU s | {fmt(s['raw']['server_cpu_median'], '.1f')} | {fmt(s['import']['server_cpu_median'], '.1f')} | "
+            f"{fmt(s['resync']['server_cpu_median'], '.1f')} | |")
         add("")
         add(f"import/raw per round: {', '.join(fx(x) for x in s['ratios'])}; "
             f"median **{fx(s['ratio_median'])}** (target <= {s['target_ratio']:.1f}x). "
+            f"Re-sync of the unchanged source / raw per round: {', '.join(fx(x) for x in s['resync_ratios'])}; "
+            f"median **{fx(s['resync_ratio_median'])}**. "
             f"Import peak RSS over floor: **{fmt(s['rss_over_floor'], '.1f')} MB** (max import peak minus median floor).")
         add("")
         lg = s["ledger"]

@@ -6,13 +6,17 @@ with the writers, because DuckDB allows one process at a time on the file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dagster as dg
 import polars as pl
 
 from well_assets import storage
 from well_assets.defs.assets import well_production
 from well_assets.defs.resources import ODataResource, WellsDatabase
+from well_assets.errors import WellAssetsError
 from well_assets.pages.keys import page_key
+from well_assets.pages.ranges import changed_pages
 
 
 @dg.asset_check(asset=well_production, pool="duckdb", blocking=False)
@@ -42,14 +46,17 @@ def well_production_schema(wells_db: WellsDatabase) -> dg.AssetCheckResult:
 
 
 def reconcile(mapped: list[tuple[int, tuple | None, bool]], ledger: pl.DataFrame,
-              on_table: dict[int, tuple[int, int]]) -> tuple[bool, dict]:
-    """Every page's key range against the table, page by page.
+              on_table: dict[int, tuple[int, int]], synced_rows: dict[int, int],
+              count_range: Callable[[tuple | None, tuple | None], int] | None) -> tuple[bool, dict]:
+    """Every page's key range against the table and the source, page by page.
 
     A synced page must still hold in its range exactly what its last sync left there,
-    which is what the source had: as many rows, with the same keys (a checksum of them).
-    The ranges must tile the key space: pages 0..n-1, each starting after the one before.
-    Equal totals prove nothing: a table can miss rows in one page and keep stale ones in
-    another."""
+    which is what the source had: as many rows, with the same keys (a checksum of them);
+    and the source must have as many rows in the range now (``count_range``, counted per
+    group of pages, then per page in a group that differs). The ranges must tile the key
+    space: pages 0..n-1, each starting after the one before. Equal totals prove nothing:
+    a table can miss rows in one page and keep stale ones in another. Without
+    ``count_range`` (the source could not be reached) the source is not compared."""
     synced = ledger.filter(pl.col("status") == "succeeded")
     last_sync = {row["page"]: (row["rows_in_range"], row["key_checksum"]) for row in synced.iter_rows(named=True)}
     differing, unsynced = [], []
@@ -60,8 +67,11 @@ def reconcile(mapped: list[tuple[int, tuple | None, bool]], ledger: pl.DataFrame
             continue
         rows, checksum = on_table.get(page, (0, 0))
         if (rows, checksum) != (int(expected[0]), int(expected[1])):
-            differing.append({"page": page_key(page), "source_rows": int(expected[0]), "table_rows": rows,
+            differing.append({"page": page_key(page), "synced_rows": int(expected[0]), "table_rows": rows,
                               "same_keys": checksum == int(expected[1])})
+    synced_pages = [page for page, _lower, was_synced in mapped if was_synced]
+    behind, counts = changed_pages(synced_pages, {page: lower for page, lower, _ in mapped}, synced_rows,
+                                   count_range) if count_range else ([], 0)
     pages = [page for page, _, _ in mapped]
     lowers = [lower for page, lower, _ in mapped if page > 0]
     gaps = pages != list(range(len(pages))) or any(lower is None for lower in lowers) or lowers != sorted(lowers)
@@ -70,26 +80,44 @@ def reconcile(mapped: list[tuple[int, tuple | None, bool]], ledger: pl.DataFrame
         "pages_checked": len(pages) - len(unsynced),
         "pages_differing": [d["page"] for d in differing],
         "differences": differing,
+        "pages_behind_source": [page_key(page) for page in behind],
+        "source_counts_requested": counts,
         "pages_not_synced": unsynced,
         "ranges_tile_the_keys": not gaps,
         "failed_pages": failed,
     }
-    return not differing and not gaps, metadata
+    return not differing and not behind and not gaps, metadata
 
 
 @dg.asset_check(asset=well_production, pool="duckdb", blocking=False)
 def well_production_reconciliation(wells_db: WellsDatabase, odata: ODataResource) -> dg.AssetCheckResult:
     """Page by page, the table holds in each page's key range exactly what the source had
-    there at the page's last sync (rows and a checksum of their keys), and the ranges tile
-    the keys without gaps: ERROR naming the pages otherwise, even when the totals agree."""
+    there at the page's last sync (rows and a checksum of their keys), the source holds as
+    many rows there now, and the ranges tile the keys without gaps: ERROR naming the pages
+    otherwise, even when the totals agree. Pages behind the source are the sensor's next
+    work; pages differing from their last sync were changed by something else."""
+    source = odata.source_identity()
     with wells_db.store().connection(read_only=True, lean=True) as con:
-        source = odata.source_identity()
-        passed, metadata = reconcile(storage.page_map(con, source), storage.latest_page_status(con, source),
-                                     storage.table_by_page(con, source))
+        mapped = storage.page_map(con, source)
+        ledger = storage.latest_page_status(con, source)
+        on_table = storage.table_by_page(con, source)
+        synced_rows = storage.synced_source_rows(con, source)
+    try:
+        with odata.client(run_id="reconciliation") as client:
+            passed, metadata = reconcile(mapped, ledger, on_table, synced_rows, client.count_range)
+    except WellAssetsError as exc:
+        passed, metadata = reconcile(mapped, ledger, on_table, synced_rows, None)
+        metadata["source_error"] = f"{exc.code}: {exc.message}"
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.ERROR if not passed else dg.AssetCheckSeverity.WARN,
+            metadata=metadata, description=f"the source could not be counted ({exc.code}); the table matches "
+            f"its last syncs: {passed}")
+    description = None if passed else (
+        f"pages differing from their last sync: {', '.join(metadata['pages_differing']) or 'none'}; "
+        f"pages behind the source: {', '.join(metadata['pages_behind_source'][:50]) or 'none'}; "
+        f"ranges tile the keys: {metadata['ranges_tile_the_keys']}")
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
-                               description=None if passed else f"pages differing from the source: "
-                               f"{', '.join(metadata['pages_differing']) or 'none'}; ranges tile the keys: "
-                               f"{metadata['ranges_tile_the_keys']}")
+                               description=description)
 
 
 well_production_checks = [

@@ -81,13 +81,13 @@ def plan_tick(cursor: dict, count: int, page_size: int, source: str, registered:
     return TickPlan(to_add, run_ranges(0, n_pages - 1, max_pages_per_run), f"first import: {pages_text}", new_cursor)
 
 
-def plan_sync(cursor: dict, mapped: list, on_table: dict, client: ODataClient, page_size: int, source: str,
+def plan_sync(cursor: dict, mapped: list, synced_rows: dict[int, int], client: ODataClient, page_size: int, source: str,
               registered: list[str]) -> TickPlan:
     """After the first import: the changed pages, and the pages a stopped import has not
     reached yet (when the last mapped page was never synced, the source's count says how
     many pages remain)."""
     synced = [page for page, _lower, was_synced in mapped if was_synced]
-    changed, requests = changed_pages(synced, {page: lower for page, lower, _ in mapped}, on_table,
+    changed, requests = changed_pages(synced, {page: lower for page, lower, _ in mapped}, synced_rows,
                                       client.count_range)
     # Pages an import has not reached (a partial backfill, a stopped run) are imported too.
     changed = sorted(set(changed) | (set(range(mapped[-1][0] + 1)) - set(synced)))
@@ -127,13 +127,13 @@ def build_page_sensor(settings: Settings) -> dg.SensorDefinition:
         cursor = parse_cursor(context.cursor)
         try:
             source = odata.source_identity()
-            mapped, on_table = _table_state(wells_db, source)
+            mapped, synced_rows = _table_state(wells_db, source)
             registered = list(context.instance.get_dynamic_partitions(odata_pages.name))
             with sensor_client(odata) as client:
                 if not any(synced for _page, _lower, synced in mapped):
                     plan = plan_tick(cursor, client.count(), odata.page_size, source, registered)
                 else:
-                    plan = plan_sync(cursor, mapped, on_table, client, odata.page_size, source, registered)
+                    plan = plan_sync(cursor, mapped, synced_rows, client, odata.page_size, source, registered)
         except ConfigError as exc:
             return dg.SkipReason(f"invalid OData settings: {exc.message}")
         except DatabaseError as exc:
@@ -168,8 +168,9 @@ def build_page_sensor(settings: Settings) -> dg.SensorDefinition:
 
 
 def _table_state(wells_db: WellsDatabase, source: str) -> tuple[list, dict]:
-    """The page map and what the table holds per page (empty before the first import). A
-    tick does not wait for a run that holds the database: it tries again next time."""
+    """The page map and the source's count of each synced page's range at its sync (empty
+    before the first import). A tick does not wait for a run that holds the database: it
+    tries again next time."""
     store = wells_db.store()
     if not store.path.exists():
         return [], {}
@@ -178,4 +179,4 @@ def _table_state(wells_db: WellsDatabase, source: str) -> tuple[list, dict]:
         if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'odata_page_map'"
                            ).fetchone()[0]:
             return [], {}
-        return storage.page_map(con, source), storage.table_by_page(con, source)
+        return storage.page_map(con, source), storage.synced_source_rows(con, source)

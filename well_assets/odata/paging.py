@@ -141,12 +141,19 @@ def literal(value: Any, edm_type: str) -> str:
 def _key_compare(names: tuple[str, ...], types: tuple[str, ...], values: tuple[Any, ...], last_op: str,
                  first_op: str) -> str:
     """Lexicographic comparison of the key with ``values``: ``first_op`` (gt or lt) on every
-    property but the last, ``last_op`` (ge or lt) on the last, equal on the ones before."""
+    property but the last, ``last_op`` (ge or lt) on the last, equal on the ones before.
+
+    Null sorts first in OData's ascending order, so "before" (lt) holds for a null property
+    too; a comparison with null alone would be false, and a record with a null key part
+    would belong to no range while the order places it in one."""
     terms = []
     for i, (name, edm_type, value) in enumerate(zip(names, types, values)):
         op = last_op if i == len(names) - 1 else first_op
         equal = [f"{n} eq {literal(v, t)}" for n, t, v in zip(names[:i], types[:i], values[:i])]
-        terms.append("(" + " and ".join([*equal, f"{name} {op} {literal(value, edm_type)}"]) + ")")
+        compare = f"{name} {op} {literal(value, edm_type)}"
+        if op == "lt":
+            compare = f"({name} eq null or {compare})"
+        terms.append(compare if not equal and compare.startswith("(") else "(" + " and ".join([*equal, compare]) + ")")
     return "(" + " or ".join(terms) + ")" if len(terms) > 1 else terms[0]
 
 

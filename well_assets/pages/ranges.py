@@ -105,14 +105,14 @@ def raw_key(key: Key | None) -> tuple | None:
 GROUP_PAGES = 8
 
 
-def changed_pages(pages: list[int], lowers: dict[int, Key | None], on_table: dict[int, tuple[int, int]],
+def changed_pages(pages: list[int], lowers: dict[int, Key | None], synced_rows: dict[int, int],
                   count_range: Callable[[tuple | None, tuple | None], int],
                   group_pages: int = GROUP_PAGES) -> tuple[list[int], int]:
-    """Of ``pages`` (ascending), those whose key range holds another number of rows at the
-    source than ``on_table`` says the table holds, and the number of counts it took: one
-    count per stretch of at most ``group_pages`` consecutive pages, then one per page inside
-    a stretch that differs. ``lowers``: every known page's lower key (a page's range ends
-    where the next one starts; the last known page is open-ended)."""
+    """Of ``pages`` (ascending), those whose key range the source now counts another number
+    of records in than at the page's last sync (``synced_rows``), and the number of counts
+    it took: one count per stretch of at most ``group_pages`` consecutive pages, then one
+    per page inside a stretch that differs. ``lowers``: every known page's lower key (a
+    page's range ends where the next one starts; the last known page is open-ended)."""
     requests = 0
 
     def at_source(first: int, last: int) -> int:
@@ -121,7 +121,7 @@ def changed_pages(pages: list[int], lowers: dict[int, Key | None], on_table: dic
         return count_range(raw_key(lowers.get(first)), raw_key(lowers.get(last + 1)))
 
     def on_file(first: int, last: int) -> int:
-        return sum(on_table.get(page, (0, 0))[0] for page in range(first, last + 1))
+        return sum(synced_rows.get(page, 0) for page in range(first, last + 1))
 
     groups: list[list[int]] = []
     for page in pages:

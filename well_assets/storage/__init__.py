@@ -13,6 +13,7 @@ from well_assets.storage.reads import (
     page_map,
     pages_succeeded_in_runs,
     schema_violation_count,
+    synced_source_rows,
     table_by_page,
     table_row_count,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "page_map",
     "pages_succeeded_in_runs",
     "schema_violation_count",
+    "synced_source_rows",
     "source_identity",
     "table_by_page",
     "table_row_count",

@@ -17,6 +17,7 @@ statement here is finished with ``fetchall()``.
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from typing import Any
 
 import duckdb
@@ -189,9 +190,37 @@ def _mirror_deletes(con: duckdb.DuckDBPyConnection, page: PageWrite, valid: pl.D
     return stale
 
 
-def _record_range(con: duckdb.DuckDBPyConnection, page: PageWrite, now) -> None:
+def _counted_by_range(lower: Key | None, upper: Key | None, well_code: str | None, day_text: str | None) -> bool:
+    """Whether the source's count of [lower, upper) counts a record with these raw key
+    values: the range's $filter compares the key lexicographically with null first, as
+    OData orders it (a date the source cannot hold as one counts as null)."""
+    try:
+        day = date.fromisoformat(day_text) if day_text else None
+    except ValueError:
+        day = None
+
+    def after(bound: Key) -> bool:
+        return well_code is not None and (
+            well_code > bound[0] or (well_code == bound[0] and day is not None and day >= bound[1]))
+
+    def before(bound: Key) -> bool:
+        return well_code is None or well_code < bound[0] or (well_code == bound[0] and (day is None or day < bound[1]))
+
+    return (lower is None or after(lower)) and (upper is None or before(upper))
+
+
+def source_rows(page: PageWrite, valid_rows: int) -> int:
+    """The records the source's count of the page's range gives: its valid rows, their
+    in-page duplicates and the rejects the range's $filter matches."""
+    rejects = page.rejects
+    matched = sum(_counted_by_range(page.lower, page.upper, code, day) for code, day in
+                  zip(rejects["well_code"].to_list(), rejects["production_date"].to_list())) if rejects.height else 0
+    return valid_rows + page.in_page_duplicates + matched
+
+
+def _record_range(con: duckdb.DuckDBPyConnection, page: PageWrite, now, valid_rows: int) -> None:
     """The page map: this page's lower key (kept if known), the next page's (if given and
-    unknown), and the sync time."""
+    unknown), the sync time and the source's count of the range."""
     if page.source is None or not page.mirror_deletes:
         return
     for number, lower in ((page.page, page.lower), (page.page + 1, page.next_lower)):
@@ -199,7 +228,8 @@ def _record_range(con: duckdb.DuckDBPyConnection, page: PageWrite, now) -> None:
             fetch_all(con, sql.SET_PAGE_LOWER, {"source": page.source, "page": number, "now": now,
                                                 "lower_well": lower[0] if lower else None,
                                                 "lower_date": lower[1] if lower else None})
-    fetch_all(con, sql.MARK_PAGE_SYNCED, {"source": page.source, "page": page.page, "now": now})
+    fetch_all(con, sql.MARK_PAGE_SYNCED, {"source": page.source, "page": page.page, "now": now,
+                                          "source_rows": source_rows(page, valid_rows)})
 
 
 def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert) -> PageCounts:
@@ -220,7 +250,7 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
         deleted = _mirror_deletes(con, page, valid, params, stored_before) if page.mirror_deletes else 0
         rejected = _replace_rejects(con, page.rejects, params)
         rows_in_range, checksum = fetch_all(con, sql.RANGE_CONTENTS, bounds)[0]
-        _record_range(con, page, now)
+        _record_range(con, page, now, valid.height)
         db_seconds = time.perf_counter() - started
         rows_fetched = page.rows_fetched
         if rows_fetched is None:

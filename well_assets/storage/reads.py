@@ -70,6 +70,11 @@ def page_map(con: duckdb.DuckDBPyConnection, source: str) -> list[tuple[int, tup
     return [(page, (well, day) if well is not None else None, synced is not None) for page, well, day, synced in rows]
 
 
+def synced_source_rows(con: duckdb.DuckDBPyConnection, source: str) -> dict[int, int]:
+    """page -> the records the source had in the page's range at its last sync."""
+    return {int(page): int(rows) for page, rows in con.execute(sql.SYNCED_SOURCE_ROWS, {"source": source}).fetchall()}
+
+
 def table_by_page(con: duckdb.DuckDBPyConnection, source: str) -> dict[int, tuple[int, int]]:
     """What the table holds in each mapped page's key range: page -> (rows, key checksum)."""
     rows = con.execute(sql.TABLE_BY_PAGE, {"source": source}).fetchall()

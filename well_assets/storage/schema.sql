@@ -105,6 +105,9 @@ CREATE TABLE IF NOT EXISTS odata_page_map (
     synced_at   TIMESTAMP,
     PRIMARY KEY (source, page)
 );
+-- How many records the source's count of the page's range gave at its last sync: what the
+-- sensor and the reconciliation compare the source's count with now.
+ALTER TABLE odata_page_map ADD COLUMN IF NOT EXISTS source_rows BIGINT;
 
 -- Rows a page sync removed because the source no longer has them: their values as they
 -- were, the page, the run and the time.

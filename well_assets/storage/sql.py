@@ -225,7 +225,13 @@ INSERT INTO odata_page_map (source, page, lower_well, lower_date, created_at)
 VALUES ($source, $page, $lower_well, $lower_date, $now)
 ON CONFLICT (source, page) DO NOTHING
 """
-MARK_PAGE_SYNCED = "UPDATE odata_page_map SET synced_at = $now WHERE source = $source AND page = $page"
+MARK_PAGE_SYNCED = """
+UPDATE odata_page_map SET synced_at = $now, source_rows = $source_rows WHERE source = $source AND page = $page
+"""
+SYNCED_SOURCE_ROWS = """
+SELECT page, source_rows FROM odata_page_map
+WHERE source = $source AND synced_at IS NOT NULL AND source_rows IS NOT NULL ORDER BY page
+"""
 
 # Every page's range and what the table holds in it, in one pass: the map's lower keys and
 # the table's keys sorted together; each row belongs to the last lower key at or before it.

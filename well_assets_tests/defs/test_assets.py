@@ -90,6 +90,36 @@ def test_reconciliation_fails_naming_the_pages_when_as_many_rows_are_missing_as_
     assert check.metadata["pages_differing"].value == ["00001", "00003"]
 
 
+def _reconciliation(defs, instance):
+    result = defs.resolve_job_def("odata_import_job").get_subset(
+        asset_selection=set(), asset_check_selection={dg.AssetCheckKey(dg.AssetKey("well_production"),
+                                                                       "well_production_reconciliation")}
+    ).execute_in_process(instance=instance, raise_on_error=False)
+    return next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
+
+
+def test_reconciliation_fails_naming_the_pages_the_source_changed_since_their_sync(demo_server, db_path, instance):
+    import httpx
+
+    server = demo_server(rows=2000, bad_rows=0.005)
+    defs = _defs(server, db_path, page_size=200)  # 10 pages: counted in groups 00000..00007, 00008..00009
+    assert _run_pages(defs, instance, 0, 9, 10).success
+    assert _reconciliation(defs, instance).passed
+    # two rows of page 00002 deleted at the source, two added after the last one: the total is unchanged
+    records = server.state.records()
+    httpx.request("DELETE", f"{server.admin_url}/rows", timeout=30, json=[
+        {"WellCode": r["WellCode"], "ProductionDate": r["ProductionDate"]} for r in records[500:502]]
+    ).raise_for_status()
+    httpx.post(f"{server.admin_url}/rows", timeout=30, json=[
+        {**records[0], "WellCode": "WELL_Z", "ProductionDate": day} for day in ("2030-01-01", "2030-01-02")]
+    ).raise_for_status()
+    check = _reconciliation(defs, instance)
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["pages_behind_source"].value == ["00002", "00009"]
+    assert check.metadata["pages_differing"].value == []  # the table still holds what each sync left
+    assert "pages behind the source: 00002, 00009" in check.description
+
+
 def test_downstream_asset_loads_the_table_through_the_io_manager(demo_server, db_path, instance):
     server = demo_server(rows=1000)
     defs = _defs(server, db_path)

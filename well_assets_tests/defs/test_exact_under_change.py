@@ -17,6 +17,7 @@ import pytest
 from well_assets.cli.importer import ImportRequest, run_import
 from well_assets.defs.definitions import build_definitions
 from well_assets.settings import Settings
+from well_assets_tests import ticks
 from well_assets_tests.expected import expected_table, query, stored_table
 
 ROWS, WELLS, PAGE_SIZE = 30_000, 60, 1000
@@ -77,34 +78,14 @@ def deleted_keys(db_path) -> set[tuple[str, str]]:
         db_path, "select well_code, strftime(production_date, '%Y-%m-%d') from well_production_deleted")}
 
 
-# -- running the sensor and the schedule as the daemon does ------------------------------------
+def sensor_tick(defs, instance, cursor):
+    """A tick and its runs, as the daemon would launch them."""
+    result, cursor = ticks.sensor_tick(defs, instance, cursor)
+    return result, ticks.execute(defs, instance, ticks.run_requests(result)), cursor
 
 
-def execute(defs: dg.Definitions, instance, requests) -> list[dg.ExecuteInProcessResult]:
-    job = defs.resolve_job_def("odata_import_job")
-    return [job.execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
-            for request in requests]
-
-
-def sensor_tick(defs: dg.Definitions, instance, cursor):
-    sensor = defs.resolve_sensor_def("odata_page_sensor")
-    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor,
-                                 resources=defs.resources) as context:
-        result = sensor(context)
-    if isinstance(result, dg.SkipReason):
-        return result, [], cursor
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return result, execute(defs, instance, result.run_requests), result.cursor
-
-
-def nightly_refresh(defs: dg.Definitions, instance) -> list[dg.ExecuteInProcessResult]:
-    schedule = defs.resolve_schedule_def("odata_nightly_refresh")
-    with dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
-                                   resources=defs.resources,
-                                   scheduled_execution_time=dt.datetime(2026, 1, 2, 2, tzinfo=dt.timezone.utc)) as ctx:
-        requests = schedule(ctx)
-    return execute(defs, instance, requests if isinstance(requests, list) else [requests])
+def nightly_refresh(defs, instance) -> list[dg.ExecuteInProcessResult]:
+    return ticks.execute(defs, instance, ticks.refresh(defs, instance))
 
 
 # -- the table after each kind of change -------------------------------------------------------

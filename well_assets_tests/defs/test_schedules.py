@@ -1,4 +1,5 @@
-"""`odata_nightly_refresh`: its run requests target the tail pages of the source."""
+"""`odata_nightly_refresh`: its run requests cover every page (what it does to the table
+under change is tested in test_exact_under_change)."""
 
 from __future__ import annotations
 
@@ -39,15 +40,24 @@ def instance():
         yield inst
 
 
-def test_run_request_targets_the_tail_pages(instance, demo_server, tmp_path):
+def test_before_the_first_import_every_page_is_registered_and_requested(instance, demo_server, tmp_path):
     source = demo_server(rows=5500, days_per_well=500)  # 6 pages: 00000..00005 (last one partial)
-    request = evaluate(instance, source.base_url, tmp_path)
-    assert isinstance(request, dg.RunRequest)
-    assert (request.tags[START], request.tags[END]) == ("00003", "00005")  # the last 3 pages
+    [request] = evaluate(instance, source.base_url, tmp_path)
+    assert (request.tags[START], request.tags[END]) == ("00000", "00005")
     assert request.tags["well_assets/trigger"] == "schedule"
     assert request.run_key and "2026-01-02" in request.run_key
     # the pages the run needs exist, registered in ascending order
     assert instance.get_dynamic_partitions("odata_pages") == keys(0, 5)
+
+
+def test_every_registered_page_is_refreshed_without_asking_the_source(instance, tmp_path):
+    # The pages split off a grown last page are registered by its run: the refresh covers them.
+    instance.add_dynamic_partitions("odata_pages", keys(0, 7))
+    with socket.socket() as s:  # no source: the refresh of known pages does not need a count
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    [request] = evaluate(instance, f"http://127.0.0.1:{port}/odata", tmp_path)
+    assert (request.tags[START], request.tags[END]) == ("00000", "00007")
 
 
 def test_evaluate_tick_as_the_daemon_does(instance, demo_server, tmp_path):
@@ -91,17 +101,13 @@ def test_schedule_defaults():
 
 def test_settings_from_env_are_validated_and_used():
     settings = Settings.from_env({"WELL_ASSETS_REFRESH_CRON": "30 1 * * 1-5",
-                                  "WELL_ASSETS_REFRESH_TIMEZONE": "Europe/Oslo",
-                                  "WELL_ASSETS_REFRESH_TAIL_PAGES": "5"})
+                                  "WELL_ASSETS_REFRESH_TIMEZONE": "Europe/Oslo"})
     schedule = build_nightly_refresh(settings)
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 1 * * 1-5", "Europe/Oslo")
-    assert "last 5 OData pages" in schedule.description
+    assert "30 1 * * 1-5 Europe/Oslo" in schedule.description
     with pytest.raises(ConfigError, match="WELL_ASSETS_REFRESH_CRON.*cron expression"):
         Settings.from_env({"WELL_ASSETS_REFRESH_CRON": "every night"})
     with pytest.raises(ConfigError, match="WELL_ASSETS_REFRESH_CRON.*Dagster accepts"):
         build_nightly_refresh(Settings.from_env({"WELL_ASSETS_REFRESH_CRON": "61 * * * *"}))
     with pytest.raises(ConfigError, match="WELL_ASSETS_REFRESH_TIMEZONE.*IANA"):
         Settings.from_env({"WELL_ASSETS_REFRESH_TIMEZONE": "Mars/Olympus"})
-    for bad in ("0", "x", "-2"):
-        with pytest.raises(ConfigError, match="WELL_ASSETS_REFRESH_TAIL_PAGES.*1 to 1000"):
-            Settings.from_env({"WELL_ASSETS_REFRESH_TAIL_PAGES": bad})

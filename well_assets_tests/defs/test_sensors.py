@@ -1,8 +1,7 @@
 """`odata_page_sensor` against a real Dagster instance and the bundled demo service.
 
-Ticks are evaluated with `dg.build_sensor_context(instance=..., definitions=...,
-cursor=...)`; what the daemon would apply after a tick (the partition requests and the
-cursor) is applied by hand, so a sequence of ticks behaves as it does in production.
+Ticks are evaluated as the daemon does (``well_assets_tests.ticks``): the partition
+requests and the cursor applied, and the requested runs executed with their tags.
 """
 
 from __future__ import annotations
@@ -10,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import subprocess
+import sys
 
 import dagster as dg
 import httpx
@@ -20,22 +21,19 @@ from well_assets.defs.partitions import odata_pages
 from well_assets.defs.sensors import build_page_sensor, parse_cursor, plan_tick
 from well_assets.errors import ConfigError
 from well_assets.settings import Settings
+from well_assets_tests.expected import expected_table, stored_table
+from well_assets_tests.ticks import END, START, execute, page_keys, run_requests, sensor_tick, skip_message
 
 odata_page_sensor = build_page_sensor(Settings(base_url=None))
 
 ROWS = 5000
 PAGE_SIZE = 1000
-START = "dagster/asset_partition_range_start"
-END = "dagster/asset_partition_range_end"
+keys = page_keys
 
 
-def keys(first: int, last: int) -> list[str]:
-    return [f"{k:05d}" for k in range(first, last + 1)]
-
-
-def definitions(base_url: str, tmp_path) -> dg.Definitions:
+def definitions(base_url: str, db_path: str) -> dg.Definitions:
     return build_definitions(Settings(base_url=base_url, entity_set="WellProduction", page_size=PAGE_SIZE,
-                                      filter=None, database=str(tmp_path / "wells.duckdb")))
+                                      filter=None, database=db_path))
 
 
 def context_for(instance, defs, cursor):
@@ -45,21 +43,15 @@ def context_for(instance, defs, cursor):
 
 
 def tick(instance, defs, cursor):
-    """One evaluation, then what the daemon does with it; returns (result, new cursor)."""
-    with context_for(instance, defs, cursor) as context:  # resources open for the tick, as in the code server
-        result = odata_page_sensor(context)
-    if isinstance(result, dg.SensorResult):
-        for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-        return result, (result.cursor if result.cursor is not None else cursor)
-    return result, cursor
+    return sensor_tick(defs, instance, cursor)
 
 
-def skip_message(result) -> str:
-    if isinstance(result, dg.SkipReason):
-        return result.skip_message
-    assert isinstance(result, dg.SensorResult) and not result.run_requests, result
-    return result.skip_reason.skip_message
+def tick_and_run(instance, defs, cursor):
+    """A tick, then its runs (each must succeed): (result, cursor, the ranges run)."""
+    result, cursor = sensor_tick(defs, instance, cursor)
+    requests = run_requests(result)
+    assert all(run.success for run in execute(defs, instance, requests))
+    return result, cursor, [(r.tags[START], r.tags[END]) for r in requests]
 
 
 def new_wells(n_rows: int, prefix: str = "WELL_Z") -> list[dict]:
@@ -72,6 +64,10 @@ def new_wells(n_rows: int, prefix: str = "WELL_Z") -> list[dict]:
     ]
 
 
+def keys_of(records: list[dict]) -> list[dict]:
+    return [{"WellCode": r["WellCode"], "ProductionDate": r["ProductionDate"]} for r in records]
+
+
 @pytest.fixture
 def instance():
     with dg.instance_for_test() as inst:
@@ -80,11 +76,21 @@ def instance():
 
 @pytest.fixture
 def source(demo_server):
-    return demo_server(rows=ROWS, days_per_well=500)
+    # bad records of every kind: the counts the sensor compares include them as the source does
+    return demo_server(rows=ROWS, days_per_well=500, bad_rows=0.003)
 
 
-def test_first_tick_adds_all_pages_and_requests_one_run(instance, source, tmp_path):
-    defs = definitions(source.base_url, tmp_path)
+@pytest.fixture
+def imported(instance, source, db_path):
+    """The source imported by the sensor's first tick and its run: (defs, cursor)."""
+    defs = definitions(source.base_url, db_path)
+    _, cursor, ranges = tick_and_run(instance, defs, None)
+    assert ranges == [("00000", "00004")]
+    return defs, cursor
+
+
+def test_first_tick_adds_all_pages_and_requests_one_run(instance, source, db_path):
+    defs = definitions(source.base_url, db_path)
     result, cursor = tick(instance, defs, None)
     assert isinstance(result, dg.SensorResult)
     [request] = result.dynamic_partitions_requests
@@ -96,51 +102,79 @@ def test_first_tick_adds_all_pages_and_requests_one_run(instance, source, tmp_pa
     assert run.run_key
     assert json.loads(cursor)["count"] == ROWS
     assert instance.get_dynamic_partitions("odata_pages") == keys(0, 4)
-
-
-def test_unchanged_source_skips_with_reason(instance, source, tmp_path):
-    defs = definitions(source.base_url, tmp_path)
-    _, cursor = tick(instance, defs, None)
-    result, cursor2 = tick(instance, defs, cursor)
-    message = skip_message(result)
-    assert message.startswith("source unchanged")
-    assert "5000 rows" in message
+    # until its run has synced a page, the first import is not requested again
+    again, cursor2 = tick(instance, defs, cursor)
+    assert skip_message(again).startswith("first import already requested")
     assert cursor2 == cursor
-    # and again: the same work is never requested twice
-    assert skip_message(tick(instance, defs, cursor2)[0]).startswith("source unchanged")
 
 
-def test_growth_adds_new_pages_and_one_run_from_the_old_last_page(instance, source, tmp_path):
-    defs = definitions(source.base_url, tmp_path)
-    first, cursor = tick(instance, defs, None)
-    # the source grows by 2.5 pages: 5000 -> 7500 rows, pages 00005..00007 are new
-    response = httpx.post(f"{source.admin_url}/rows", json=new_wells(2500), timeout=120)
-    response.raise_for_status()
+def test_after_the_import_an_unchanged_source_costs_one_count_per_eight_pages(imported, instance, source, db_path):
+    defs, cursor = imported
+    assert stored_table(db_path) == expected_table(source)
     result, cursor2 = tick(instance, defs, cursor)
-    assert isinstance(result, dg.SensorResult)
-    [request] = result.dynamic_partitions_requests
-    assert list(request.partition_keys) == keys(5, 7)
-    [run] = result.run_requests
-    assert (run.tags[START], run.tags[END]) == ("00004", "00007")
-    assert run.run_key != first.run_requests[0].run_key
-    assert json.loads(cursor2)["count"] == 7500
+    assert skip_message(result) == "source unchanged: 5 page(s) checked with 1 count request(s)"
+    assert cursor2 == cursor
+
+
+def test_changes_inside_pages_request_exactly_those_pages(imported, instance, source, db_path):
+    defs, cursor = imported
+    records = source.state.records()
+    httpx.request("DELETE", f"{source.admin_url}/rows", json=keys_of(records[3010:3013]), timeout=30
+                  ).raise_for_status()
+    # a new day for the first well: inside page 00000, shifting every later page by one row
+    first = records[0]["WellCode"]
+    last_day = max(r["ProductionDate"] for r in records if r["WellCode"] == first)
+    httpx.post(f"{source.admin_url}/rows", timeout=30, json=[
+        {"WellCode": first, "ProductionDate": (dt.date.fromisoformat(last_day) + dt.timedelta(days=1)).isoformat(),
+         "OilProduction": 7.0, "GasProduction": 8.0, "WaterProduction": 9.0}]).raise_for_status()
+    result, cursor, ranges = tick_and_run(instance, defs, cursor)
+    assert ranges == [("00000", "00000"), ("00003", "00003")]
+    assert stored_table(db_path) == expected_table(source)
+    assert skip_message(tick(instance, defs, cursor)[0]).startswith("source unchanged")
+
+
+def test_the_last_page_grown_by_two_and_a_half_pages_is_synced_and_split(imported, instance, source, db_path):
+    defs, cursor = imported
+    httpx.post(f"{source.admin_url}/rows", json=new_wells(2500), timeout=120).raise_for_status()
+    result, cursor, ranges = tick_and_run(instance, defs, cursor)
+    assert not result.dynamic_partitions_requests  # the run splits the page and adds the keys
+    assert ranges == [("00004", "00004")]
     assert instance.get_dynamic_partitions("odata_pages") == keys(0, 7)
-    # nothing new afterwards
-    assert skip_message(tick(instance, defs, cursor2)[0]).startswith("source unchanged")
-
-    # half a page more: no new key, the partial last page again
-    httpx.post(f"{source.admin_url}/rows", json=new_wells(300, prefix="WELL_ZZ"), timeout=120).raise_for_status()
-    result, _ = tick(instance, defs, cursor2)
-    assert not result.dynamic_partitions_requests
-    [run] = result.run_requests
-    assert (run.tags[START], run.tags[END]) == ("00007", "00007")
+    assert stored_table(db_path) == expected_table(source)
+    assert skip_message(tick(instance, defs, cursor)[0]).startswith("source unchanged: 8 page(s)")
 
 
-def test_unreachable_source_skips_with_the_error_and_adds_nothing(instance, tmp_path):
+def test_pages_a_partial_import_did_not_reach_are_imported(instance, source, db_path):
+    defs = definitions(source.base_url, db_path)
+    instance.add_dynamic_partitions("odata_pages", keys(0, 4))
+    job = defs.resolve_job_def("odata_import_job")
+    assert job.execute_in_process(instance=instance, tags={START: "00002", END: "00003"}).success
+    _, _, ranges = tick_and_run(instance, defs, None)
+    assert ranges == [("00000", "00001"), ("00004", "00004")]
+    assert stored_table(db_path) == expected_table(source)
+
+
+def test_a_tick_does_not_wait_for_a_database_a_run_is_writing(imported, instance, db_path):
+    defs, cursor = imported
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+                               "sys.stdin.read()", db_path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result, cursor2 = tick(instance, defs, cursor)
+        assert skip_message(result).startswith("the database cannot be read now (a run may be writing it)")
+        assert cursor2 == cursor
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_unreachable_source_skips_with_the_error_and_adds_nothing(instance, db_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    defs = definitions(f"http://127.0.0.1:{port}/odata", tmp_path)
+    defs = definitions(f"http://127.0.0.1:{port}/odata", db_path)
     result, cursor = tick(instance, defs, json.dumps({"count": 10, "page_size": PAGE_SIZE, "seq": 1}))
     message = skip_message(result)
     assert message.startswith("source unreachable: EXTERNAL_API_ERROR:")
@@ -149,9 +183,9 @@ def test_unreachable_source_skips_with_the_error_and_adds_nothing(instance, tmp_
     assert json.loads(cursor)["count"] == 10  # cursor untouched
 
 
-def test_server_error_is_reported(instance, source, tmp_path):
+def test_server_error_is_reported(instance, source, db_path):
     httpx.put(f"{source.admin_url}/faults", json=[{"kind": "status", "status": 500}], timeout=10).raise_for_status()
-    result, _ = tick(instance, definitions(source.base_url, tmp_path), None)
+    result, _ = tick(instance, definitions(source.base_url, db_path), None)
     message = skip_message(result)
     assert message.startswith("source unreachable: EXTERNAL_API_ERROR:")
     assert "500" in message
@@ -174,25 +208,6 @@ def test_sensor_interval_setting_is_validated_and_used():
 
 
 # -- plan_tick: the decisions, without I/O ----------------------------------------------
-
-def test_plan_shrink_moves_the_cursor_without_a_run():
-    plan = plan_tick({"count": 5000, "page_size": 1000, "source": "s", "seq": 3}, 4200, 1000, "s", keys(0, 4))
-    assert plan.ranges == [] and plan.to_add == []
-    assert "shrank from 5000 to 4200" in plan.reason
-    assert plan.cursor["count"] == 4200 and plan.cursor["seq"] == 4
-
-
-def test_plan_page_size_change_refuses_and_keeps_the_cursor():
-    plan = plan_tick({"count": 5000, "page_size": 1000, "source": "s"}, 5000, 500, "s", keys(0, 4))
-    assert plan.ranges == [] and plan.cursor is None
-    assert "page size changed from 1000 to 500" in plan.reason
-
-
-def test_plan_other_source_starts_over():
-    plan = plan_tick({"count": 5000, "page_size": 1000, "source": "a"}, 3000, 1000, "b", keys(0, 4))
-    assert plan.ranges == [(0, 2)]
-    assert "source changed" in plan.reason
-
 
 def test_plan_refuses_keys_out_of_insertion_order():
     registered = keys(5, 7) + keys(0, 4)  # someone added 00005.. before 00000
@@ -218,10 +233,10 @@ def test_parse_cursor_tolerates_garbage():
     assert parse_cursor('{"count": 3}') == {"count": 3}
 
 
-def test_run_keys_make_a_lost_cursor_harmless(instance, source, tmp_path):
+def test_run_keys_make_a_lost_cursor_harmless(instance, source, db_path):
     """If the daemon lost the cursor update, the repeated tick has the same run key,
     so Dagster drops the repeat instead of importing the pages again."""
-    defs = definitions(source.base_url, tmp_path)
+    defs = definitions(source.base_url, db_path)
     with context_for(instance, defs, None) as context, context_for(instance, defs, None) as again:
         assert odata_page_sensor(context).run_requests[0].run_key == odata_page_sensor(again).run_requests[0].run_key
 
@@ -230,10 +245,11 @@ def test_partition_definition_name():
     assert odata_pages.name == "odata_pages"
 
 
-def test_invalid_settings_are_reported_as_such(instance):
-    from well_assets.defs.resources import ODataResource
+def test_invalid_settings_are_reported_as_such(instance, db_path):
+    from well_assets.defs.resources import ODataResource, WellsDatabase
 
-    with dg.build_sensor_context(instance=instance, resources={"odata": ODataResource(base_url="ftp://nowhere")}) as context:
+    resources = {"odata": ODataResource(base_url="ftp://nowhere"), "wells_db": WellsDatabase(path=db_path)}
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
         message = skip_message(odata_page_sensor(context))
     assert message.startswith("invalid OData settings: invalid setting")
     assert instance.get_dynamic_partitions("odata_pages") == []

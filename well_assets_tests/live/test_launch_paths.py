@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from well_assets_tests.conftest import LIVE_PAGE_SIZE
+from well_assets_tests.expected import query
 from well_assets_tests.live_stack import BIN, ROOT, RUN_TIMEOUT, page_rows, table_rows, wait_for
 
 pytestmark = pytest.mark.slow
@@ -68,20 +69,40 @@ def test_launchpad_run_of_the_job_for_a_range(live, live_source):
     live.assert_runs_left_nothing()
 
 
-def test_a_sensor_tick_imports_the_source(live, live_source):
+def test_the_sensor_imports_the_source_then_syncs_the_pages_that_changed(live, live_source):
     sensor = live.start_sensor()
     try:
-        runs = wait_for("a sensor run", lambda: live.runs({"well_assets/trigger": "sensor"}), RUN_TIMEOUT,
-                        on_timeout=live.logs)
-        run = live.wait(runs[0]["runId"])
+        first = wait_for("a sensor run", lambda: live.runs({"well_assets/trigger": "sensor"}), RUN_TIMEOUT,
+                         on_timeout=live.logs)
+        run = live.wait(first[0]["runId"])
+        assert run["status"] == "SUCCESS", live.logs()
+        assert_exact(live, live_source, range(5))
+
+        # Three rows of page 00002 deleted and a day added inside page 00000 (shifting every later page).
+        records = live_source.state.records()
+        gone = [{"WellCode": r["WellCode"], "ProductionDate": r["ProductionDate"]} for r in records[2100:2103]]
+        httpx.request("DELETE", f"{live_source.admin_url}/rows", json=gone, timeout=30).raise_for_status()
+        httpx.post(f"{live_source.admin_url}/rows", timeout=30, json=[
+            {**records[0], "ProductionDate": "1999-12-31", "OilProduction": 5.5}]).raise_for_status()
+
+        def synced() -> list[dict] | None:
+            later = [r for r in live.runs({"well_assets/trigger": "sensor"}) if r["runId"] != first[0]["runId"]]
+            return later if len(later) >= 2 else None
+
+        later = wait_for("the sensor's runs of the changed pages", synced, RUN_TIMEOUT, on_timeout=live.logs)
+        ended = [live.wait(r["runId"]) for r in later]
     finally:
         live.stop_sensor(sensor)
-    assert run["status"] == "SUCCESS", live.logs()
-    assert_exact(live, live_source, range(5))
+    assert [r["status"] for r in ended] == ["SUCCESS", "SUCCESS"], live.logs()
+    starts = [next(t["value"] for t in r["tags"] if t["key"] == "dagster/asset_partition_range_start") for r in later]
+    assert sorted(starts) == ["00000", "00002"]
+    assert_exact(live, live_source, range(5))  # the whole source, as it is now
+    deleted = query(live.database, "select well_code, strftime(production_date, '%Y-%m-%d') from well_production_deleted")
+    assert sorted(deleted) == sorted((k["WellCode"], k["ProductionDate"]) for k in gone)
     live.assert_runs_left_nothing()
 
 
-def test_a_schedule_tick_refreshes_the_tail_pages(live, live_source):
+def test_a_schedule_tick_refreshes_every_page(live, live_source):
     schedule = live.start_schedule()
     try:  # the stack's cron is every minute
         runs = wait_for("a schedule run", lambda: live.runs({"well_assets/trigger": "schedule"}), RUN_TIMEOUT,
@@ -90,7 +111,7 @@ def test_a_schedule_tick_refreshes_the_tail_pages(live, live_source):
     finally:
         live.stop_schedule(schedule)
     assert run["status"] == "SUCCESS", live.logs()
-    assert_exact(live, live_source, [2, 3, 4])  # the last three pages
+    assert_exact(live, live_source, range(5))
     live.assert_runs_left_nothing()
 
 

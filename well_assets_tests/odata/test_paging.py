@@ -121,3 +121,13 @@ def test_encode_query_spaces_are_percent_20():
 )
 def test_redact_url(url, expected):
     assert paging.redact_url(url) == expected
+
+
+def test_range_filter_orders_null_first_like_odata():
+    names, types = ("WellCode", "ProductionDate"), ("Edm.String", "Edm.Date")
+    assert paging.range_filter(names, types, ("W1", "2024-01-02"), ("W3", "2024-05-06")) == (
+        "((WellCode gt 'W1') or (WellCode eq 'W1' and ProductionDate ge 2024-01-02)) and "
+        "((WellCode eq null or WellCode lt 'W3') or (WellCode eq 'W3' and (ProductionDate eq null or "
+        "ProductionDate lt 2024-05-06)))"
+    )
+    assert paging.range_filter(names, types, None, None) is None

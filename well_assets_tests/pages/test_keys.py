@@ -7,6 +7,7 @@ import pytest
 
 from well_assets.errors import PaginationError
 from well_assets.pages.keys import (
+    blocks,
     missing_keys,
     page_count,
     page_index,
@@ -61,3 +62,15 @@ def test_range_problem():
     out_of_order = ["00000", "00002", "00001", "00003"]
     assert "not contiguous and in ascending page order" in range_problem(out_of_order, 0, 3)
     assert range_problem(out_of_order, 3, 3) is None
+
+
+@pytest.mark.parametrize(
+    ("pages", "most", "expected"),
+    [
+        ([0, 1, 2, 5, 7, 8], 500, [(0, 2), (5, 5), (7, 8)]),
+        (list(range(7)), 3, [(0, 2), (3, 5), (6, 6)]),
+        ([], 3, []),
+    ],
+)
+def test_blocks_are_the_contiguous_stretches_in_runs_of_at_most_n(pages, most, expected):
+    assert blocks(pages, most) == expected
