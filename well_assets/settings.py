@@ -23,6 +23,7 @@ from well_assets.errors import ConfigError
 DEFAULT_ENTITY_SET = "WellProduction"
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
+MAX_CONCURRENCY = 16
 DEFAULT_DATABASE = "data/wells.duckdb"
 ENTITY_SET_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -48,6 +49,18 @@ def validate_page_size(value: int | str, setting: str = "ODATA_PAGE_SIZE") -> in
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise ConfigError(setting, value, f"a whole number from 1 to {MAX_PAGE_SIZE}")
     return size
+
+
+def validate_concurrency(value: int | str, setting: str = "ODATA_CONCURRENCY") -> int:
+    """Page fetches in flight at most: a whole number from 1 to MAX_CONCURRENCY."""
+    allowed = f"a whole number from 1 to {MAX_CONCURRENCY}"
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(setting, value, allowed) from None
+    if not 1 <= number <= MAX_CONCURRENCY or str(value).strip() not in (str(number), f"+{number}"):
+        raise ConfigError(setting, value, allowed)
+    return number
 
 
 def validate_database(value: Any, setting: str = "WELLS_DATABASE") -> Path:
@@ -123,6 +136,7 @@ class Settings:
     database: str = DEFAULT_DATABASE
     # the OData client
     min_interval: float = 0.0
+    concurrency: int = 4  # page fetches in flight, sharing one politeness budget
     max_retries: int = 5
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
@@ -150,6 +164,7 @@ class Settings:
             filter=env.get("ODATA_FILTER") or None,
             database=str(validate_database(env.get("WELLS_DATABASE", DEFAULT_DATABASE))),
             min_interval=_number(env, "ODATA_MIN_INTERVAL", 0.0),
+            concurrency=validate_concurrency(env.get("ODATA_CONCURRENCY", cls.concurrency)),
             max_retries=int(_number(env, "ODATA_MAX_RETRIES", 5, whole=True, most=100)),
             backoff_base=_number(env, "ODATA_BACKOFF_BASE", 0.5),
             backoff_cap=_number(env, "ODATA_BACKOFF_CAP", 30.0),

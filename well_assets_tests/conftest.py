@@ -102,16 +102,16 @@ def store(tmp_path):
 def run_import(db_path):
     """Runs `well-assets import` in this process against a server; returns the summary.
 
-    `run_import(server, page_size=500, start_page=0, max_pages=None, database=db_path)`.
+    `run_import(server, page_size=500, start_page=0, max_pages=None, database=db_path, concurrency=4)`.
     """
     from well_assets.cli.importer import ImportRequest
     from well_assets.cli.importer import run_import as _run
     from well_assets.settings import Settings
 
     def run(server, *, page_size: int = 1000, start_page: int = 0, max_pages: int | None = None,
-            database: str | None = None, odata_filter: str | None = None) -> dict:
+            database: str | None = None, odata_filter: str | None = None, concurrency: int = 4) -> dict:
         settings = Settings(base_url=server.base_url, entity_set="WellProduction", page_size=page_size,
-                            filter=odata_filter, database=database or db_path)
+                            filter=odata_filter, database=database or db_path, concurrency=concurrency)
         return _run(ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages))
 
     return run

@@ -29,6 +29,7 @@ def _add_import_parser(sub) -> None:
     p.add_argument("--database", help="DuckDB file (WELLS_DATABASE, default data/wells.duckdb)")
     p.add_argument("--page-size", help="records per page, 1..5000 (ODATA_PAGE_SIZE, default 1000)")
     p.add_argument("--filter", dest="odata_filter", help="OData $filter for every request (ODATA_FILTER)")
+    p.add_argument("--concurrency", help="page fetches in flight at most, 1..16 (ODATA_CONCURRENCY, default 4)")
     p.add_argument("--start-page", default="0", help="first page to import (default 0)")
     p.add_argument("--max-pages", default=None, help="import at most this many pages (default: all)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -39,6 +40,7 @@ def _import(args) -> int:
     from well_assets.settings import (
         Settings,
         validate_base_url,
+        validate_concurrency,
         validate_database,
         validate_entity_set,
         validate_page_size,
@@ -48,13 +50,16 @@ def _import(args) -> int:
     # them from the environment, and a bad value must end in this clear error instead.
     try:
         base = Settings.from_env()
-        settings = Settings(
+        # The flags replace their variables; every other setting stays as the environment has it.
+        settings = base.with_overrides(
             base_url=validate_base_url(args.base_url, "--base-url") if args.base_url is not None else base.base_url,
             entity_set=(validate_entity_set(args.entity_set, "--entity-set") if args.entity_set is not None
                         else base.entity_set),
             page_size=validate_page_size(args.page_size, "--page-size") if args.page_size is not None else base.page_size,
             filter=args.odata_filter if args.odata_filter is not None else base.filter,
             database=str(validate_database(args.database, "--database")) if args.database is not None else base.database,
+            concurrency=(validate_concurrency(args.concurrency, "--concurrency") if args.concurrency is not None
+                         else base.concurrency),
         )
         start_page = whole_number(args.start_page, "--start-page", 0)
         max_pages = whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None
@@ -64,7 +69,7 @@ def _import(args) -> int:
 
     # The page fetcher's process starts first: its imports (Polars, Pandera, httpx) run
     # on the other core while this process imports Dagster.
-    with PageFetcher() as fetcher:
+    with PageFetcher(concurrency=settings.concurrency) as fetcher:
         from well_assets.cli.importer import ImportRequest, run_import
 
         request = ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages)

@@ -39,7 +39,8 @@ class ImportConfig(dg.Config):
     max_daily_volume: float = Field(default=DEFAULT_MAX_DAILY_VOLUME, description="A volume above this is rejected.")
     prefetch: int = Field(
         default=4,
-        description="Page fetches queued ahead of the page being written (1..8); fetched pages wait in memory, at most 128.",
+        description="Page fetches queued beyond the ones in flight (ODATA_CONCURRENCY), 1..8; fetched pages "
+                    "wait in memory for the writer, at most 32.",
     )
 
 

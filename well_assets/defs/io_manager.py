@@ -26,7 +26,7 @@ from well_assets.pages import progress
 from well_assets.pages.keys import page_key
 from well_assets.pages.ranges import plan_offset_page, raw_key, split, within
 from well_assets.pages.stream import PageItem, PageStream
-from well_assets.storage import DuckDBStore, Key, PageFailure, PageWrite
+from well_assets.storage import DuckDBStore, Key, PageFailure, PageWrite, to_key
 from well_assets.storage.records import key_text
 from well_assets.validation.columns import KEY
 from well_assets.validation.page import ValidatedPage
@@ -110,6 +110,7 @@ class _Sync:
         self.drifted = False
         self.new_keys: list[str] = []
         self.split_pages: dict[str, dict] = {}
+        self.straddled: set[int] = set()  # pages whose offset read misses rows of their range
 
     def learn_map(self) -> None:
         for page, lower, _synced in storage.page_map(self.writer.con, self.stream.source):
@@ -136,8 +137,13 @@ class _Sync:
         self.drifted |= plan.shifted
         if item.page > 0 and plan.lower is None:  # past the source's end: nothing to anchor
             return self._record(item, None, None, item.validated, read_by="offset", mirror=False)
+        last = to_key(result.last_key)
+        if plan.upper is not None and last is not None and last >= plan.upper:
+            # A key repeated across the boundary: the copies read here belong to the next
+            # page's range, and its read by offset starts after them. It is read by range.
+            self.straddled.add(item.page + 1)
         rows, repaired = within(item.validated, plan.lower, plan.upper), 0
-        if not plan.covered:  # the source changed under the import: read the page's range
+        if not plan.covered or item.page in self.straddled:  # read the page's range
             again = stream.read_range(item.page, item.partition_key, plan.lower, plan.upper)
             if again.failed:
                 return self._record(again, plan.lower, plan.upper, None)

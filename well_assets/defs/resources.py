@@ -64,6 +64,9 @@ class ODataResource(dg.ConfigurableResource):
                                 description="Minimum seconds between requests (process-wide).")
     adaptive_throttle: bool = Field(default=_CLIENT_DEFAULTS.adaptive_throttle,
                                     description="Slow down on 429 or rising latency.")
+    concurrency: int = Field(default=_CLIENT_DEFAULTS.concurrency,
+                             description="Page fetches in flight at most, 1..16, sharing one politeness budget "
+                                         "(fewer while the source pushes back).")
     max_retry_after: float = Field(default=_CLIENT_DEFAULTS.max_retry_after,
                                    description="Longest Retry-After honoured before failing fast.")
     cache_dir: str | None = Field(default=None, description="Directory for the response cache; empty: off.")
@@ -93,7 +96,7 @@ class ODataResource(dg.ConfigurableResource):
     def page_fetcher(self) -> PageFetcher:
         """The page fetcher process of this resource (started on first use, stopped at teardown)."""
         if self._fetcher is None:
-            self._fetcher, self._owns_fetcher = PageFetcher().start(), True
+            self._fetcher, self._owns_fetcher = PageFetcher(concurrency=self.concurrency).start(), True
         return self._fetcher
 
     def use_page_fetcher(self, fetcher: PageFetcher) -> None:
@@ -209,6 +212,7 @@ def resources_from_settings(s: settings.Settings) -> dict:
         username=_secret("ODATA_USERNAME"),
         password=_secret("ODATA_PASSWORD"),
         min_interval=s.min_interval,
+        concurrency=s.concurrency,
         max_retries=s.max_retries,
         backoff_base=s.backoff_base,
         backoff_cap=s.backoff_cap,

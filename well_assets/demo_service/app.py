@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 
 import polars as pl
 from starlette.applications import Starlette
@@ -216,6 +217,10 @@ class DemoApp:
         scope["demo.raw_send"] = send
         request_id = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
         seen: dict = {}
+        started = time.time()
+        odata = scope.get("path", "").startswith("/odata")
+        if odata:
+            self.state.stats.begin()
 
         async def send_wrapper(message) -> None:
             if message["type"] == "http.response.start":
@@ -227,7 +232,8 @@ class DemoApp:
         try:
             await self.router(scope, receive, send_wrapper)
         finally:
-            if scope.get("path", "").startswith("/odata"):
+            if odata:
+                self.state.stats.end()
                 self.state.stats.record(
                     {
                         "method": scope.get("method"),
@@ -237,5 +243,8 @@ class DemoApp:
                         "request_id": request_id.decode("latin-1") if request_id else None,
                         "endpoint": scope.get("demo.endpoint"),
                         "skip": scope.get("demo.skip"),
+                        # wall-clock seconds: which requests were in flight together
+                        "started": started,
+                        "ended": time.time(),
                     }
                 )

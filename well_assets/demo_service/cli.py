@@ -57,8 +57,8 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    metavar="RATE", help="fraction of salted bad records (default 0)")
     p.add_argument("--seed", type=_number(int, 0, 2**63 - 1, "a non-negative integer"), default=42,
                    help="data seed (default 42)")
-    p.add_argument("--max-page-size", type=_number(int, 1, 1_000_000, "an integer 1..1000000"), default=1000,
-                   help="server-driven page size cap (default 1000)")
+    p.add_argument("--max-page-size", type=_number(int, 1, 1_000_000, "an integer 1..1000000"), default=5000,
+                   help="server-driven page size cap (default 5000)")
     p.add_argument("--token", default=None,
                    help=f"require 'Authorization: Bearer TOKEN' on /odata (default: env {TOKEN_ENV}, else open)")
     p.add_argument("--fault", type=_fault, action="append", default=[], metavar="JSON",

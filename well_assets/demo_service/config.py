@@ -22,7 +22,7 @@ class DemoServiceConfig:
     rows: int = 150_000
     bad_rows: float = 0.0
     seed: int = 42
-    max_page_size: int = 1000
+    max_page_size: int = 5000  # like Dataverse's default cap
     token: str | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
     host: str = "127.0.0.1"

@@ -21,6 +21,7 @@ class Stats:
     def __init__(self, keep: int = 1000) -> None:
         self._lock = threading.Lock()
         self._keep = keep
+        self.in_flight = 0
         self.reset()
 
     def reset(self) -> None:
@@ -30,6 +31,17 @@ class Stats:
             self.by_endpoint: Counter[str] = Counter()
             self.recent: deque[dict[str, Any]] = deque(maxlen=self._keep)
             self.started = time.time()
+            self.peak_in_flight = self.in_flight
+
+    def begin(self) -> None:
+        """An OData request arrived (it is in flight until ``end``)."""
+        with self._lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def end(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def record(self, entry: dict[str, Any]) -> None:
         with self._lock:
@@ -45,6 +57,7 @@ class Stats:
                 "by_status": dict(self.by_status),
                 "by_endpoint": dict(self.by_endpoint),
                 "since": self.started,
+                "peak_in_flight": self.peak_in_flight,
             }
 
     def recent_requests(self) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from well_assets.errors import ConfigError
 from .paging import KEY_TYPES, redact_url
 
 MAX_PAGE_SIZE = 5000
+MAX_CONCURRENCY = 16
 ENTITY_SET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*"
 ORDERBY_RE = re.compile(rf"{_IDENT}(?: (?:asc|desc))?(?:,{_IDENT}(?: (?:asc|desc))?)*")
@@ -47,6 +48,7 @@ class ClientConfig:
     backoff_cap: float = 30.0
     min_interval: float = 0.0  # seconds between requests, process-wide per host
     adaptive_throttle: bool = True
+    concurrency: int = 4  # requests in flight to the host at most, 1..MAX_CONCURRENCY (adaptive below that)
     max_retry_after: float = 120.0  # a longer Retry-After fails fast
     cache_dir: str | None = None  # None: cache off
     cache_ttl_seconds: float = 3600.0
@@ -108,6 +110,7 @@ class ClientConfig:
         for name in ("connect_timeout", "read_timeout"):
             _positive(name, getattr(self, name))
         _int_range("max_retries", self.max_retries, 0, 100)
+        _int_range("concurrency", self.concurrency, 1, MAX_CONCURRENCY)
         for name in ("backoff_base", "backoff_cap", "min_interval", "max_retry_after", "cache_ttl_seconds"):
             _non_negative(name, getattr(self, name))
         if self.backoff_cap < self.backoff_base:

@@ -1,19 +1,38 @@
-"""Process-wide politeness toward an OData host: minimum spacing plus adaptive slowdown.
+"""One politeness budget per OData host: how many requests may be in flight at once, and
+how far apart they start.
 
-One Throttle per (scheme, host, port), shared by every ODataClient in the
-process (several clients, a prefetch thread), because the server sees the sum of
-our traffic, not each client's. Slots are reserved under a lock and slept
-outside it, so concurrent callers queue up fairly without holding the lock.
+One Throttle per (scheme, host, port), shared by every ODataClient and every fetching
+thread in the process, because the server sees the sum of our traffic, not each
+client's. Callers take a ticket before a request (``acquire``) and hand it back with the
+outcome (``release``); slots are reserved under a lock and slept outside it, so
+concurrent callers queue up fairly without holding the lock.
 
-Adaptive rule (AIMD-like): on 429, or when a request's latency rises well above
-its moving baseline, the interval grows multiplicatively; every success lets it
-decay slowly back toward min_interval.
+The budget adapts (AIMD) when ``adaptive``:
+
+- Concurrency: the requests in flight are capped by ``limit``, at most ``max_concurrency``.
+  A congestion signal (429, 503, or a latency well above its moving baseline) halves it;
+  every ``INCREASE_AFTER`` successes raise it by one again.
+- Rate: a 429 caps the request rate at a little less than the rate that was just refused
+  (the requests started in the last second); every success raises that cap by
+  ``RATE_STEP`` requests per second, so it creeps back towards the server's limit instead
+  of bouncing off it, and ``RATE_FORGET`` seconds without a refusal lift it. A 503 or a
+  latency spike raises the spacing multiplicatively instead (an overloaded server, not a
+  quota), and successes let it decay back to ``min_interval``.
+- One episode, one cut: responses to requests sent before the last cut belong to the
+  congestion already answered (several requests were in flight when the server said no)
+  and do not cut again.
+
+``Retry-After`` is honoured separately (``hold_off``): nobody in the process starts a
+request before it has passed.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Callable
 
 from .paging import origin
@@ -21,104 +40,172 @@ from .paging import origin
 # The first slowdown from an interval of 0 needs a starting step.
 ADAPTIVE_FLOOR = 0.1
 MAX_INTERVAL = 30.0
-BACKOFF_FACTOR_429 = 2.0
 BACKOFF_FACTOR_SLOW = 1.5
+BACKOFF_FACTOR_429 = 2.0  # a 429 with no rate to learn from (fewer than 2 requests in the last second)
 DECAY_FACTOR = 0.95
 # Latency counts as "well above baseline" at 3x the moving average and 50 ms more.
 SLOW_RATIO = 3.0
 SLOW_MARGIN = 0.05
 BASELINE_ALPHA = 0.1
 BASELINE_MIN_SAMPLES = 5
+# After a refusal the rate is capped at this share of the rate that was refused...
+RATE_BACKOFF = 0.9
+# ...and each success raises the cap by this many requests per second.
+RATE_STEP = 0.01
+RATE_WINDOW = 1.0  # seconds: the rate the server just refused is the starts in this window
+RATE_FORGET = 30.0  # seconds without a refusal after which the rate cap is lifted
+INCREASE_AFTER = 16  # successes per +1 of the concurrency limit
+CONGESTION = (429, 503)  # statuses that cut the budget; 429 also teaches the rate
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """One request's place in the budget: when it was sent and how long it waited."""
+
+    sent_at: float
+    waited: float
 
 
 class Throttle:
-    def __init__(self, min_interval: float = 0.0, adaptive: bool = True,
+    def __init__(self, min_interval: float = 0.0, adaptive: bool = True, max_concurrency: int = 1,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self._clock = clock
         self._sleep = sleep
         self.min_interval = float(min_interval)
         self.adaptive = adaptive
-        self.interval = float(min_interval)
+        self.interval = float(min_interval)  # spacing from latency slowdowns
+        self.rate_cap: float | None = None  # requests per second, learned from refusals
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.limit = self.max_concurrency  # requests in flight allowed now
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._next_slot = 0.0  # monotonic time before which no request may start
+        self._starts: deque[float] = deque()
+        self._last_cut = -math.inf
+        self._good = 0
         self._baseline: float | None = None
         self._samples = 0
-        self.slowdowns = 0  # how many times the interval was raised (observability)
+        self.slowdowns = 0  # how many times the budget was cut (observability)
 
-    def configure(self, min_interval: float, adaptive: bool) -> None:
-        """A client joining a shared throttle: the stricter spacing wins (politeness first)."""
-        with self._lock:
+    def configure(self, min_interval: float, adaptive: bool, max_concurrency: int) -> None:
+        """A client joining a shared throttle: the stricter spacing wins (politeness first);
+        the concurrency is the newest client's (one import's setting at a time)."""
+        with self._cond:
             self.min_interval = max(self.min_interval, float(min_interval))
             self.interval = max(self.interval, self.min_interval)
             self.adaptive = self.adaptive or adaptive
+            if int(max_concurrency) != self.max_concurrency:
+                self.max_concurrency = self.limit = max(1, int(max_concurrency))
+            self._cond.notify_all()
 
-    def acquire(self) -> float:
-        """Wait for this caller's slot; returns the seconds waited."""
-        with self._lock:
+    @property
+    def spacing(self) -> float:
+        """Seconds between two request starts now."""
+        cap = 1.0 / self.rate_cap if self.rate_cap else 0.0
+        return max(self.interval, cap)
+
+    def acquire(self) -> Ticket:
+        """Wait for a place in flight and for this caller's slot."""
+        began = self._clock()
+        with self._cond:
+            while self.in_flight >= self.limit:
+                self._cond.wait()
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             now = self._clock()
             slot = max(now, self._next_slot)
-            self._next_slot = slot + self.interval
-        wait = slot - now
-        if wait > 0:
-            self._sleep(wait)
-        return max(wait, 0.0)
+            self._next_slot = slot + self.spacing
+        if slot > now:
+            self._sleep(slot - now)
+        with self._cond:
+            self._starts.append(slot)
+            while self._starts and self._starts[0] <= slot - RATE_WINDOW:
+                self._starts.popleft()
+        return Ticket(sent_at=slot, waited=max(slot - began, 0.0))
+
+    def release(self, ticket: Ticket, latency: float | None, status: int | None) -> None:
+        """The request is over (status None: the connection failed); its outcome feeds back."""
+        with self._cond:
+            self.in_flight -= 1
+            if self.adaptive:
+                self._feedback(ticket, latency, status)
+            self._cond.notify_all()
 
     def hold_off(self, seconds: float) -> None:
         """The server asked everyone to wait (Retry-After): no request from this process before then."""
-        with self._lock:
+        with self._cond:
             self._next_slot = max(self._next_slot, self._clock() + seconds)
 
-    def record(self, latency: float | None, status: int | None) -> None:
-        """Feed back one response (status None: the connection failed)."""
-        if not self.adaptive:
+    def _feedback(self, ticket: Ticket, latency: float | None, status: int | None) -> None:
+        if status in CONGESTION:
+            self._cut(ticket, refused=status == 429)
             return
-        with self._lock:
-            if status == 429:
-                self._raise(BACKOFF_FACTOR_429)
-                return
-            if latency is None or status is None or status >= 500:
-                return  # failures are handled by retry backoff, not by the latency baseline
-            slow = (
-                self._baseline is not None
-                and self._samples >= BASELINE_MIN_SAMPLES
-                and latency > SLOW_RATIO * self._baseline
-                and latency - self._baseline > SLOW_MARGIN
-            )
-            if slow:
-                self._raise(BACKOFF_FACTOR_SLOW)
-                # Fold only a bounded part of a spike into the baseline, so one
-                # outlier does not teach us that slow is normal.
-                latency = min(latency, SLOW_RATIO * self._baseline)  # type: ignore[operator]
-            else:
-                self._decay()
-            self._samples += 1
-            self._baseline = latency if self._baseline is None else (
-                (1 - BASELINE_ALPHA) * self._baseline + BASELINE_ALPHA * latency
-            )
+        if latency is None or status is None or status >= 500:
+            return  # failures are handled by retry backoff, not by the latency baseline
+        slow = (
+            self._baseline is not None
+            and self._samples >= BASELINE_MIN_SAMPLES
+            and latency > SLOW_RATIO * self._baseline
+            and latency - self._baseline > SLOW_MARGIN
+        )
+        if slow:
+            self._cut(ticket, refused=False)
+            # Fold only a bounded part of a spike into the baseline, so one
+            # outlier does not teach us that slow is normal.
+            latency = min(latency, SLOW_RATIO * self._baseline)  # type: ignore[operator]
+        else:
+            self._recover()
+        self._samples += 1
+        self._baseline = latency if self._baseline is None else (
+            (1 - BASELINE_ALPHA) * self._baseline + BASELINE_ALPHA * latency
+        )
 
-    def _raise(self, factor: float) -> None:
-        self.interval = min(MAX_INTERVAL, max(self.interval * factor, self.min_interval + ADAPTIVE_FLOOR))
+    def _cut(self, ticket: Ticket, *, refused: bool) -> None:
+        if ticket.sent_at <= self._last_cut:
+            return  # sent before the last cut: part of the episode already answered
+        self._last_cut = self._clock()
         self.slowdowns += 1
+        self._good = 0
+        self.limit = max(1, self.limit // 2)
+        if refused:
+            started = len(self._starts)  # in the last RATE_WINDOW seconds, this one included
+            if started >= 2:
+                refused_rate = started / RATE_WINDOW
+                self.rate_cap = min(self.rate_cap or math.inf, refused_rate) * RATE_BACKOFF
+                return
+            factor = BACKOFF_FACTOR_429
+        else:
+            factor = BACKOFF_FACTOR_SLOW
+        self.interval = min(MAX_INTERVAL, max(self.interval * factor, self.min_interval + ADAPTIVE_FLOOR))
 
-    def _decay(self) -> None:
+    def _recover(self) -> None:
         excess = (self.interval - self.min_interval) * DECAY_FACTOR
         self.interval = self.min_interval + (excess if excess > 1e-3 else 0.0)
+        if self.rate_cap is not None:
+            self.rate_cap += RATE_STEP
+            if self._clock() - self._last_cut > RATE_FORGET:
+                self.rate_cap = None
+        self._good += 1
+        if self.limit < self.max_concurrency and self._good >= INCREASE_AFTER:
+            self.limit += 1
+            self._good = 0
 
 
 _registry: dict[tuple[str, str, int | None], Throttle] = {}
 _registry_lock = threading.Lock()
 
 
-def throttle_for(base_url: str, min_interval: float, adaptive: bool) -> Throttle:
+def throttle_for(base_url: str, min_interval: float, adaptive: bool, max_concurrency: int = 1) -> Throttle:
     """The process-wide Throttle of base_url's host (created on first use)."""
     key = origin(base_url)
     with _registry_lock:
         throttle = _registry.get(key)
         if throttle is None:
-            throttle = _registry[key] = Throttle(min_interval, adaptive)
+            throttle = _registry[key] = Throttle(min_interval, adaptive, max_concurrency)
             return throttle
-    throttle.configure(min_interval, adaptive)
+    throttle.configure(min_interval, adaptive, max_concurrency)
     return throttle
 
 

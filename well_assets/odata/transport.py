@@ -98,7 +98,8 @@ class Transport:
             follow_redirects=False,  # a redirect could carry credentials elsewhere
             verify=_tls_context(config.base_url),
         )
-        self.throttle: Throttle = throttle_for(config.base_url, config.min_interval, config.adaptive_throttle)
+        self.throttle: Throttle = throttle_for(config.base_url, config.min_interval, config.adaptive_throttle,
+                                               config.concurrency)
         self._cache = ResponseCache(config.cache_dir, config.cache_ttl_seconds) if config.cache_dir else None
         self._identity = auth_identity(config.token, config.username, config.password)
         self._rng = random.Random()
@@ -182,7 +183,8 @@ class Transport:
     def _attempt(self, url: str, safe_url: str, rid: str, attempt_no: int, page: int | None, stats: Stats,
                  parse: Callable[[bytes], T], extra_headers: dict[str, str] | None) -> tuple[T, bytes]:
         """One HTTP request: returns (parsed, body), raises _Transient or ExternalApiError."""
-        stats.wait_seconds += self.throttle.acquire()
+        ticket = self.throttle.acquire()
+        stats.wait_seconds += ticket.waited
         headers = {"X-Request-ID": rid, **(extra_headers or {})}
         start = time.perf_counter()
         try:
@@ -190,15 +192,18 @@ class Transport:
         except (httpx.TransportError, httpx.DecodingError) as exc:
             elapsed = time.perf_counter() - start
             stats.http_seconds += elapsed
-            self.throttle.record(None, None)
+            self.throttle.release(ticket, None, None)
             kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
             self._log_request(rid, safe_url, f"{kind} ({type(exc).__name__})", elapsed)
             raise _Transient(f"{kind} ({type(exc).__name__})", request_id=rid, elapsed=elapsed) from None
+        except BaseException:
+            self.throttle.release(ticket, None, None)
+            raise
         elapsed = time.perf_counter() - start
         stats.http_seconds += elapsed
         status = resp.status_code
         body = resp.content
-        self.throttle.record(elapsed, status)
+        self.throttle.release(ticket, elapsed, status)
         self._log_request(rid, safe_url, str(status), elapsed, resp.headers.get("X-Request-ID"))
 
         if 200 <= status < 300:

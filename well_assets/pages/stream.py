@@ -3,8 +3,11 @@
 The asset returns a PageStream instead of a frame so that a run covering hundreds of
 pages never holds more than a few of them: the page fetcher's process
 (``fetch_worker.PageFetcher``, owned by the step's OData resource) fetches and validates
-the next pages (``prefetch`` fetches queued, at most ``MAX_HELD_PAGES`` pages held) while
-the consumer commits page k. That overlap is where a large import wins its time.
+the next pages (the fetcher's ``concurrency`` in flight and ``prefetch`` more queued, at
+most ``MAX_HELD_PAGES`` pages held) while the consumer commits page k. That overlap is
+where a large import wins its time. Pages are handed to the consumer in page order, so a
+page's lower key is known before the page after it is committed (``pages.ranges``); a
+page that comes back early waits in memory for the ones before it.
 
 A page that fails to fetch or has the wrong shape does not stop the stream: it comes out
 as a PageItem carrying the error, so the consumer can record it and go on.
@@ -84,13 +87,15 @@ class PageStream:
     def __iter__(self) -> Iterator[PageItem]:
         todo = iter(self.tasks())
         in_flight: deque = deque()
-        most = max(self.prefetch, MAX_HELD_PAGES)
+        ahead = self.fetcher.concurrency + max(0, self.prefetch)
+        most = max(ahead, MAX_HELD_PAGES)
 
         def top_up() -> None:
-            # Keep `prefetch` fetches queued or running, however many pages are already
-            # fetched and waiting (a fetcher faster than the writer): the fetcher never
-            # idles while pages remain, and at most `most` pages are held.
-            while len(in_flight) < most and sum(not f.done() for f in in_flight) < max(1, self.prefetch):
+            # Keep the fetcher's `concurrency` fetches running and `prefetch` more queued,
+            # however many pages are already fetched and waiting (a fetcher faster than the
+            # writer): the fetcher never idles while pages remain, and at most `most` pages
+            # are held.
+            while len(in_flight) < most and sum(not f.done() for f in in_flight) < ahead:
                 task = next(todo, None)
                 if task is None:
                     return

@@ -18,7 +18,7 @@ KEY = ("WellCode", "ProductionDate")
 
 @pytest.fixture(scope="module")
 def srv(demo_server):
-    return demo_server(rows=ROWS, seed=11)
+    return demo_server(rows=ROWS, seed=11, max_page_size=1000)
 
 
 @pytest.fixture(scope="module")

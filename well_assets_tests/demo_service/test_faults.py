@@ -60,7 +60,7 @@ def set_faults(client, srv, rules) -> httpx.Response:
 
 def test_status_rule_fires_times_only_on_its_skip(demo_server, client):
     rule = {"kind": "status", "status": 503, "skip": [1000], "times": 2, "retry_after": "1"}
-    srv = demo_server(rows=ROWS, faults=[rule])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[rule])
     assert_normal_page(client.get(page_url(srv, 0)), srv, 0)
     for _ in range(2):
         r = client.get(page_url(srv, 1000))
@@ -73,7 +73,7 @@ def test_status_rule_fires_times_only_on_its_skip(demo_server, client):
 
 
 def test_status_without_retry_after_and_http_date_form(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "status", "status": 500, "times": 1},
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "status", "status": 500, "times": 1},
                                          {"kind": "status", "status": 503, "retry_after": 2,
                                           "retry_after_format": "http-date", "times": 1}])
     r = client.get(page_url(srv))
@@ -86,7 +86,7 @@ def test_status_without_retry_after_and_http_date_form(demo_server, client):
 
 
 def test_continuation_requests_match_the_original_skip(demo_server, client):
-    srv = demo_server(rows=ROWS)
+    srv = demo_server(rows=ROWS, max_page_size=1000)
     first = client.get(page_url(srv, 0)).json()
     next_url = urljoin(page_url(srv, 0), first["@odata.nextLink"])
     assert set_faults(client, srv, [{"kind": "status", "status": 500, "skip": [0], "times": 1}]).status_code == 200
@@ -97,7 +97,7 @@ def test_continuation_requests_match_the_original_skip(demo_server, client):
 
 def test_fraction_is_deterministic_for_a_seed(demo_server, client):
     def statuses(seed: int) -> list[int]:
-        srv = demo_server(rows=ROWS, faults=[{"kind": "status", "status": 500, "fraction": 0.3, "seed": seed}])
+        srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "status", "status": 500, "fraction": 0.3, "seed": seed}])
         out = []
         for i in range(40):
             r = client.get(page_url(srv, 0, "$top=5"))
@@ -128,7 +128,7 @@ class FakeClock:
 
 @pytest.mark.parametrize("fmt", ["seconds", "http-date"])
 def test_rate_limit_answers_429_with_retry_after(demo_server, client, fmt):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "rate_limit", "per_second": 3, "retry_after": 2,
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "rate_limit", "per_second": 3, "retry_after": 2,
                                           "retry_after_format": fmt}])
     srv.state.faults.clock = clock = FakeClock()
     rs = [client.get(page_url(srv, 0, "$top=2")) for _ in range(6)]  # six within one second
@@ -150,7 +150,7 @@ def test_rate_limit_answers_429_with_retry_after(demo_server, client, fmt):
 
 
 def test_latency_adds_measurable_delay_only_where_matched(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "latency", "seconds": 0.4, "skip": [1000]}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "latency", "seconds": 0.4, "skip": [1000]}])
     client.get(page_url(srv, 0))  # warm the connection and view
     t = time.perf_counter()
     assert_normal_page(client.get(page_url(srv, 0)), srv, 0)
@@ -166,7 +166,7 @@ def test_latency_adds_measurable_delay_only_where_matched(demo_server, client):
 
 
 def test_truncate_gives_200_with_half_a_body(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "truncate", "skip": [1000], "times": 1}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "truncate", "skip": [1000], "times": 1}])
     cut = client.get(page_url(srv, 1000))
     assert cut.status_code == 200
     with pytest.raises(json.JSONDecodeError):
@@ -179,7 +179,7 @@ def test_truncate_gives_200_with_half_a_body(demo_server, client):
 
 
 def test_error_body_gives_200_with_odata_error(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "error_body", "skip": [2000], "times": 1}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "error_body", "skip": [2000], "times": 1}])
     r = client.get(page_url(srv, 2000))
     assert r.status_code == 200
     assert set(r.json()) == {"error"} and r.json()["error"]["code"] and r.json()["error"]["message"]
@@ -187,7 +187,7 @@ def test_error_body_gives_200_with_odata_error(demo_server, client):
 
 
 def test_drop_closes_the_connection_without_a_response(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "drop", "skip": [1000], "times": 1}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "drop", "skip": [1000], "times": 1}])
     assert_normal_page(client.get(page_url(srv, 0)), srv, 0)
     with pytest.raises((httpx.RemoteProtocolError, httpx.ConnectError, httpx.ReadError)):
         client.get(page_url(srv, 1000))
@@ -199,7 +199,7 @@ def test_drop_closes_the_connection_without_a_response(demo_server, client):
 
 
 def test_loop_next_link_points_back_to_the_same_page(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "loop_next_link"}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "loop_next_link"}])
     first = client.get(page_url(srv, 0)).json()
     assert first["value"] == srv.state.records()[:PAGE]
     again = client.get(urljoin(page_url(srv, 0), first["@odata.nextLink"])).json()
@@ -211,7 +211,7 @@ def test_loop_next_link_points_back_to_the_same_page(demo_server, client):
 
 
 def test_foreign_next_link_points_to_another_host(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "foreign_next_link", "host": "http://127.0.0.2:9"}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "foreign_next_link", "host": "http://127.0.0.2:9"}])
     body = client.get(page_url(srv, 0)).json()
     assert body["value"] == srv.state.records()[:PAGE]
     link = body["@odata.nextLink"]
@@ -222,7 +222,7 @@ def test_foreign_next_link_points_to_another_host(demo_server, client):
 
 
 def test_trailing_empty_page(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "trailing_empty_page"}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "trailing_empty_page"}])
     pages = follow(client, page_url(srv))
     assert [len(p["value"]) for p in pages] == [1000, 1000, 1000, 0]
     assert "@odata.nextLink" not in pages[-1]
@@ -236,7 +236,7 @@ def test_trailing_empty_page(demo_server, client):
 
 
 def test_rename_makes_a_malformed_page_only_where_matched(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "rename", "from": "OilProduction", "to": "OilProd", "skip": [1000]}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "rename", "from": "OilProduction", "to": "OilProd", "skip": [1000]}])
     body = client.get(page_url(srv, 1000)).json()
     expected = srv.state.records()[1000:2000]
     assert [list(r) for r in body["value"]][0] == ["WellCode", "ProductionDate", "OilProd", "GasProduction", "WaterProduction"]
@@ -246,7 +246,7 @@ def test_rename_makes_a_malformed_page_only_where_matched(demo_server, client):
 
 
 def test_decimals_as_strings(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "decimals_as_strings"}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "decimals_as_strings"}])
     body = client.get(page_url(srv, 0, "$top=50")).json()
     expected = srv.state.records()[:50]
     for got, exp in zip(body["value"], expected, strict=True):
@@ -257,7 +257,7 @@ def test_decimals_as_strings(demo_server, client):
 
 
 def test_annotations_401_drop_the_odata_prefix(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "annotations_401"}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "annotations_401"}])
     body = client.get(page_url(srv, 0, "$count=true")).json()
     assert set(body) == {"@context", "@count", "value", "@nextLink"}
     assert body["@count"] == ROWS and body["value"] == srv.state.records()[:PAGE]
@@ -270,7 +270,7 @@ def test_annotations_401_drop_the_odata_prefix(demo_server, client):
 
 
 def test_runtime_fault_admin_replace_get_validate_and_reset(demo_server, client):
-    srv = demo_server(rows=ROWS)
+    srv = demo_server(rows=ROWS, max_page_size=1000)
     rules = [{"kind": "status", "status": 502, "times": 1}, {"kind": "latency", "seconds": 0.01}]
     assert set_faults(client, srv, rules).json() == rules
     assert client.get(f"{srv.admin_url}/faults").json() == rules
@@ -286,11 +286,11 @@ def test_runtime_fault_admin_replace_get_validate_and_reset(demo_server, client)
 
 
 def test_no_matcher_applies_to_every_odata_request_but_not_admin(demo_server, client):
-    srv = demo_server(rows=ROWS, faults=[{"kind": "status", "status": 503}])
+    srv = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "status", "status": 503}])
     for path in ("", "/", "/$metadata", "/WellProduction", "/WellProduction/$count"):
         assert client.get(srv.base_url + path).status_code == 503, path
     assert client.get(f"{srv.admin_url}/stats").status_code == 200
-    skip_only = demo_server(rows=ROWS, faults=[{"kind": "status", "status": 503, "skip": [0]}])
+    skip_only = demo_server(rows=ROWS, max_page_size=1000, faults=[{"kind": "status", "status": 503, "skip": [0]}])
     assert client.get(skip_only.base_url + "/$metadata").status_code == 200
     assert client.get(skip_only.base_url + "/WellProduction/$count").status_code == 200
     assert client.get(skip_only.base_url + "/WellProduction").status_code == 503

@@ -1,4 +1,4 @@
-"""Throttle: spacing, adaptive slowdown/decay, thread safety, process-wide sharing."""
+"""Throttle: spacing, concurrency, adaptive slowdown/decay (AIMD), thread safety, process-wide sharing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import threading
 import time
 
 from well_assets.odata import ClientConfig, ODataClient
-from well_assets.odata.throttle import ADAPTIVE_FLOOR, Throttle, reset_throttles, throttle_for
+import pytest
+
+from well_assets.odata.throttle import (
+    ADAPTIVE_FLOOR,
+    INCREASE_AFTER,
+    RATE_BACKOFF,
+    RATE_FORGET,
+    Throttle,
+    reset_throttles,
+    throttle_for,
+)
 
 
 class FakeClock:
@@ -22,54 +32,124 @@ class FakeClock:
         self.t += s
 
 
+def request(th: Throttle, latency: float = 0.01, status: int | None = 200):
+    """One request through the throttle: its ticket, released with the outcome."""
+    ticket = th.acquire()
+    th.release(ticket, latency, status)
+    return ticket
+
+
 def test_min_interval_spaces_requests():
     clock = FakeClock()
     th = Throttle(0.2, adaptive=False, clock=clock, sleep=clock.sleep)
-    waits = [th.acquire() for _ in range(4)]
+    waits = [request(th).waited for _ in range(4)]
     assert waits[0] == 0 and all(abs(w - 0.2) < 1e-9 for w in waits[1:])
     clock.t += 5  # idle time is not "saved up" beyond one slot
-    assert th.acquire() == 0
+    assert request(th).waited == 0
 
 
-def test_429_slows_down_multiplicatively_and_successes_decay_slowly():
+def test_a_lone_429_slows_down_multiplicatively_and_successes_decay_slowly():
     clock = FakeClock()
     th = Throttle(0.0, adaptive=True, clock=clock, sleep=clock.sleep)
-    th.record(0.01, 429)
+    request(th, status=429)  # one request in the last second: no rate to learn, the spacing grows
     first = th.interval
     assert first >= ADAPTIVE_FLOOR
-    th.record(0.01, 429)
+    clock.t += 5
+    request(th, status=429)
     assert th.interval >= 2 * first
     peak = th.interval
-    th.record(0.01, 200)
+    request(th)
     assert 0.8 * peak < th.interval < peak  # slow decay, not a reset
     for _ in range(500):
-        th.record(0.01, 200)
+        request(th)
     assert th.interval == 0.0
+
+
+def test_a_429_caps_the_rate_below_the_refused_rate_which_creeps_back_then_lifts():
+    clock = FakeClock()
+    th = Throttle(0.0, adaptive=True, max_concurrency=4, clock=clock, sleep=clock.sleep)
+    for _ in range(20):  # 20 requests within one second (40 ms apart)...
+        request(th)
+        clock.t += 0.04
+    request(th, status=429)  # ...and the 21st refused
+    assert th.rate_cap == pytest.approx(21 * RATE_BACKOFF)
+    assert th.spacing == pytest.approx(1 / th.rate_cap)
+    capped = th.rate_cap
+    for _ in range(10):
+        request(th)
+    assert capped < th.rate_cap < capped + 0.5  # creeps back: no jump to the refused rate
+    clock.t += RATE_FORGET + 1
+    request(th)
+    assert th.rate_cap is None and th.spacing == 0.0
+
+
+def test_congestion_halves_the_concurrency_once_per_episode_and_successes_raise_it_one_by_one():
+    clock = FakeClock()
+    th = Throttle(0.0, adaptive=True, max_concurrency=8, clock=clock, sleep=clock.sleep)
+    tickets = [th.acquire() for _ in range(8)]
+    assert th.in_flight == 8 == th.peak_in_flight
+    th.release(tickets[0], 0.01, 429)
+    assert th.limit == 4
+    for ticket in tickets[1:]:  # the others were in flight when the server said no: one episode
+        th.release(ticket, 0.01, 429)
+    assert th.limit == 4 and th.slowdowns == 1
+    clock.t += 2
+    request(th, status=503)  # a new episode: 503 cuts too
+    assert th.limit == 2 and th.slowdowns == 2
+    for _ in range(INCREASE_AFTER):
+        request(th)
+    assert th.limit == 3
+    for _ in range(100 * INCREASE_AFTER):
+        request(th)
+    assert th.limit == 8  # never above the setting
+
+
+def test_no_more_requests_in_flight_than_the_limit():
+    th = Throttle(0.0, adaptive=False, max_concurrency=3)
+    peak, gate = [], threading.Event()
+
+    def worker():
+        ticket = th.acquire()
+        peak.append(th.in_flight)
+        gate.wait(5)
+        th.release(ticket, 0.01, 200)
+
+    threads = [threading.Thread(target=worker) for _ in range(7)]
+    for t in threads:
+        t.start()
+    waited_for = time.monotonic() + 5
+    while th.in_flight < 3 and time.monotonic() < waited_for:
+        time.sleep(0.01)
+    assert th.in_flight == 3  # four threads wait for a place
+    gate.set()
+    for t in threads:
+        t.join()
+    assert max(peak) == 3 == th.peak_in_flight and th.in_flight == 0
 
 
 def test_latency_spike_above_baseline_slows_down():
     clock = FakeClock()
-    th = Throttle(0.1, adaptive=True, clock=clock, sleep=clock.sleep)
+    th = Throttle(0.1, adaptive=True, max_concurrency=4, clock=clock, sleep=clock.sleep)
     for _ in range(10):
-        th.record(0.01, 200)
+        request(th, 0.01)
     assert th.interval == 0.1
-    th.record(0.012, 200)  # noise: no reaction
+    request(th, 0.012)  # noise: no reaction
     assert th.interval == 0.1
-    th.record(0.5, 200)
-    assert th.interval > 0.1 and th.slowdowns == 1
+    request(th, 0.5)
+    assert th.interval > 0.1 and th.slowdowns == 1 and th.limit == 2
 
 
 def test_non_adaptive_ignores_feedback():
-    th = Throttle(0.0, adaptive=False)
-    th.record(0.01, 429)
-    assert th.interval == 0.0
+    th = Throttle(0.0, adaptive=False, max_concurrency=4)
+    request(th, status=429)
+    assert th.interval == 0.0 and th.rate_cap is None and th.limit == 4
 
 
 def test_hold_off_delays_everyone():
     clock = FakeClock()
     th = Throttle(0.0, adaptive=False, clock=clock, sleep=clock.sleep)
     th.hold_off(3.0)
-    assert th.acquire() == 3.0
+    assert request(th).waited == 3.0
 
 
 def test_thread_safe_slots_are_distinct_and_spaced():
@@ -79,7 +159,7 @@ def test_thread_safe_slots_are_distinct_and_spaced():
 
     def worker():
         for _ in range(5):
-            th.acquire()
+            request(th)
             with lock:
                 starts.append(time.monotonic())
 
@@ -99,12 +179,13 @@ def test_thread_safe_slots_are_distinct_and_spaced():
 def test_throttle_is_shared_by_clients_of_the_same_host():
     reset_throttles()
     a = ODataClient(ClientConfig(base_url="http://127.0.0.1:18080/odata", min_interval=0.1))
-    b = ODataClient(ClientConfig(base_url="http://127.0.0.1:18080/other", min_interval=0.0))
+    b = ODataClient(ClientConfig(base_url="http://127.0.0.1:18080/other", min_interval=0.0, concurrency=2))
     c = ODataClient(ClientConfig(base_url="http://127.0.0.1:18081/odata"))
     try:
-        assert a.throttle is b.throttle is throttle_for("http://127.0.0.1:18080/x", 0, True)
+        assert a.throttle is b.throttle is throttle_for("http://127.0.0.1:18080/x", 0, True, 2)
         assert a.throttle is not c.throttle
         assert b.throttle.min_interval == 0.1  # the stricter setting wins
+        assert b.throttle.max_concurrency == 2  # one import's setting at a time: the newest
     finally:
         for cl in (a, b, c):
             cl.close()

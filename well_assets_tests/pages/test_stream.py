@@ -16,8 +16,8 @@ from well_assets_tests.odata_helpers import wait_until
 class CountingFetcher(PageFetcher):
     """The real fetcher, noting which pages the stream hands it (in order)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, concurrency: int = 1) -> None:
+        super().__init__(concurrency=concurrency)
         self.submitted: list[int] = []
 
     def submit(self, task):
@@ -25,9 +25,9 @@ class CountingFetcher(PageFetcher):
         return super().submit(task)
 
 
-@pytest.fixture
-def fetcher():
-    with CountingFetcher() as fetcher:
+@pytest.fixture(params=[1, 4], ids=["one-in-flight", "four-in-flight"])
+def fetcher(request):
+    with CountingFetcher(concurrency=request.param) as fetcher:
         yield fetcher
 
 
@@ -60,16 +60,17 @@ def test_the_fetcher_works_ahead_but_holds_at_most_max_held_pages(demo_server, f
         # was sent while it holds page k is fixed: pages after k, fetched or in flight.
         ahead.append(len(fetcher.submitted) - (item.page + 1))
     assert ahead[:8] and min(ahead[:8]) >= 1  # never idle while pages remain
-    assert max(ahead) <= 3
+    assert max(ahead) <= max(3, fetcher.concurrency + 2)
     assert fetcher.submitted == list(range(10))
 
 
 def test_a_stream_stopped_early_sends_no_more_requests(demo_server, fetcher):
-    server = demo_server(rows=1000, bad_rows=0.0)
+    server = demo_server(rows=4000, bad_rows=0.0)
     server.state.stats.reset()
-    pages = iter(_stream(fetcher, server, range(10), prefetch=2))
+    pages = iter(_stream(fetcher, server, range(40), prefetch=2))
     assert [next(pages).page, next(pages).page] == [0, 1]
     pages.close()  # the consumer stops (a failed run, a terminated step)
     sent = list(fetcher.submitted)
-    assert len(sent) <= 2 + 2
+    # the two taken and at most MAX_HELD_PAGES more (fetched, in flight or queued)
+    assert len(sent) <= 2 + max(stream_module.MAX_HELD_PAGES, fetcher.concurrency + 2) < 40
     assert wait_until(lambda: _page_requests(server) == [100 * p for p in sent], timeout=30)
