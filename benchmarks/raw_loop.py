@@ -4,7 +4,8 @@ Sequentially, for every page k: GET ``$skip=k*P&$top=P&$orderby=WellCode,Product
 with httpx (following nextLinks until the page is complete), parse the JSON into a Polars
 frame with fixed dtypes, and upsert it into DuckDB by (well_code, production_date) with
 ``INSERT ... ON CONFLICT DO UPDATE`` from the frame via Arrow, one transaction per page.
-No validation beyond dtypes, no ledger, no rejects, no retries, no prefetch.
+No validation beyond dtypes, no ledger, no rejects, no prefetch; no retries but the
+one a rate-limited source demands (a 429 is waited out as its Retry-After asks).
 
     python benchmarks/raw_loop.py --base-url http://127.0.0.1:8000/odata --database /tmp/raw.duckdb
 
@@ -73,12 +74,22 @@ def _q(value: str) -> str:
     return quote(value, safe=",$'")
 
 
+def get(http: httpx.Client, url: str, **kwargs) -> httpx.Response:
+    """GET, waiting out a 429 as its Retry-After asks (the least a loop against a
+    rate-limited source must do)."""
+    while True:
+        resp = http.get(url, **kwargs)
+        if resp.status_code != 429:
+            resp.raise_for_status()
+            return resp
+        time.sleep(float(resp.headers.get("Retry-After") or 1))
+
+
 def fetch_page(http: httpx.Client, entity_url: str, page: int, size: int, orderby: str) -> list[dict]:
     url = f"{entity_url}?$skip={page * size}&$top={size}&$orderby={_q(orderby)}"
     rows: list[dict] = []
     while True:
-        resp = http.get(url, headers={"Prefer": f"odata.maxpagesize={size}"})
-        resp.raise_for_status()
+        resp = get(http, url, headers={"Prefer": f"odata.maxpagesize={size}"})
         payload = resp.json()
         rows.extend(payload["value"])
         link = payload.get("@odata.nextLink") or payload.get("@nextLink")
@@ -109,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     with httpx.Client(timeout=60.0, headers={"Accept": "application/json"}) as http, \
             duckdb.connect(args.database) as con:
         con.execute(DDL)
-        resp = http.get(f"{entity_url}?$count=true&$top=0")
-        resp.raise_for_status()
+        resp = get(http, f"{entity_url}?$count=true&$top=0")
         count = int(resp.json()["@odata.count"])
         n_pages = math.ceil(count / args.page_size)
         if args.max_pages is not None:

@@ -38,6 +38,9 @@ SUMMARY_KEYS = {
         (["--database", "."], "--database", "not a directory"),  # an existing directory
         (["--database", ""], "--database", "file path"),  # given, though empty
         (["--page-size", ""], "--page-size", "1 to 5000"),
+        (["--concurrency", "0"], "--concurrency", "1 to 16"),
+        (["--concurrency", "17"], "--concurrency", "1 to 16"),
+        (["--concurrency", "four"], "--concurrency", "1 to 16"),
     ],
 )
 def test_bad_flags_are_refused_before_anything_is_written(flags, named, allowed, tmp_path, capsys, monkeypatch):
@@ -53,7 +56,8 @@ def test_bad_flags_are_refused_before_anything_is_written(flags, named, allowed,
 
 @pytest.mark.parametrize(
     ("name", "value", "allowed"),
-    [("ODATA_PAGE_SIZE", "9000", "1 to 5000"), ("ODATA_BASE_URL", "ftp://example.com/odata", "http:// or https://")],
+    [("ODATA_PAGE_SIZE", "9000", "1 to 5000"), ("ODATA_BASE_URL", "ftp://example.com/odata", "http:// or https://"),
+     ("ODATA_CONCURRENCY", "32", "1 to 16")],
 )
 def test_bad_environment_setting_names_the_variable(name, value, allowed, tmp_path):
     # A fresh process: the definitions module must not have been imported already.
