@@ -104,7 +104,7 @@ def well_production_reconciliation(wells_db: WellsDatabase, odata: ODataResource
         synced_rows = storage.synced_source_rows(con, source)
     try:
         with odata.client(run_id="reconciliation") as client:
-            passed, metadata = reconcile(mapped, ledger, on_table, synced_rows, client.count_range)
+            passed, metadata = reconcile(mapped, ledger, on_table, synced_rows, client.count_ranges)
     except WellAssetsError as exc:
         passed, metadata = reconcile(mapped, ledger, on_table, synced_rows, None)
         metadata["source_error"] = f"{exc.code}: {exc.message}"

@@ -88,7 +88,7 @@ def plan_sync(cursor: dict, mapped: list, synced_rows: dict[int, int], client: O
     many pages remain)."""
     synced = [page for page, _lower, was_synced in mapped if was_synced]
     changed, requests = changed_pages(synced, {page: lower for page, lower, _ in mapped}, synced_rows,
-                                      client.count_range)
+                                      client.count_ranges)
     # Pages an import has not reached (a partial backfill, a stopped run) are imported too.
     changed = sorted(set(changed) | (set(range(mapped[-1][0] + 1)) - set(synced)))
     to_add: list[str] = []

@@ -105,20 +105,20 @@ def raw_key(key: Key | None) -> tuple | None:
 GROUP_PAGES = 8
 
 
+CountRanges = Callable[[list[tuple[tuple | None, tuple | None]]], list[int]]
+
+
 def changed_pages(pages: list[int], lowers: dict[int, Key | None], synced_rows: dict[int, int],
-                  count_range: Callable[[tuple | None, tuple | None], int],
-                  group_pages: int = GROUP_PAGES) -> tuple[list[int], int]:
+                  count_ranges: CountRanges, group_pages: int = GROUP_PAGES) -> tuple[list[int], int]:
     """Of ``pages`` (ascending), those whose key range the source now counts another number
     of records in than at the page's last sync (``synced_rows``), and the number of counts
     it took: one count per stretch of at most ``group_pages`` consecutive pages, then one
-    per page inside a stretch that differs. ``lowers``: every known page's lower key (a
-    page's range ends where the next one starts; the last known page is open-ended)."""
-    requests = 0
+    per page inside a stretch that differs. ``count_ranges`` counts a batch of key ranges
+    (the client sends a batch's requests concurrently). ``lowers``: every known page's lower
+    key (a page's range ends where the next one starts; the last known page is open-ended)."""
 
-    def at_source(first: int, last: int) -> int:
-        nonlocal requests
-        requests += 1
-        return count_range(raw_key(lowers.get(first)), raw_key(lowers.get(last + 1)))
+    def bounds(first: int, last: int) -> tuple[tuple | None, tuple | None]:
+        return raw_key(lowers.get(first)), raw_key(lowers.get(last + 1))
 
     def on_file(first: int, last: int) -> int:
         return sum(synced_rows.get(page, 0) for page in range(first, last + 1))
@@ -129,9 +129,10 @@ def changed_pages(pages: list[int], lowers: dict[int, Key | None], synced_rows: 
             groups[-1].append(page)
         else:
             groups.append([page])
-    changed: list[int] = []
-    for group in groups:
-        if at_source(group[0], group[-1]) == on_file(group[0], group[-1]):
-            continue
-        changed += [page for page in group if len(group) == 1 or at_source(page, page) != on_file(page, page)]
-    return changed, requests
+    counts = count_ranges([bounds(group[0], group[-1]) for group in groups])
+    differing = [group for group, count in zip(groups, counts) if count != on_file(group[0], group[-1])]
+    inside = [page for group in differing if len(group) > 1 for page in group]
+    page_counts = dict(zip(inside, count_ranges([bounds(page, page) for page in inside]))) if inside else {}
+    changed = [page for group in differing for page in group
+               if len(group) == 1 or page_counts[page] != on_file(page, page)]
+    return changed, len(groups) + len(inside)

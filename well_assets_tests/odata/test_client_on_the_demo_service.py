@@ -364,6 +364,7 @@ def test_key_ranges_partition_the_source_with_null_keys_first():
                     bounds.append((first["WellCode"], first["ProductionDate"]))
             bounds.append(None)
             per_range = [c.count_range(lo, hi) for lo, hi in zip(bounds, bounds[1:])]
+            assert c.count_ranges(list(zip(bounds, bounds[1:]))) == per_range  # concurrently, in order
             assert sum(per_range) == total == c.count_range(None, None)
             assert c.count_range(bounds[0], bounds[4]) == sum(per_range[:4])
             # the records a range fetch returns are the ones its count counts

@@ -64,10 +64,14 @@ class Source:
     """Counts per page range, as a source would answer them, and the requests it got."""
 
     def __init__(self, per_page: dict[int, int], lowers: dict[int, tuple | None]):
-        self.per_page, self.requests = per_page, []
+        self.per_page, self.requests, self.batches = per_page, [], []
         # the client is given keys as the source spells them (the date as ISO text)
         self.page_of = {None if lower is None else (lower[0], lower[1].isoformat()): page
                         for page, lower in lowers.items()}
+
+    def count_ranges(self, ranges) -> list[int]:
+        self.batches.append(len(ranges))
+        return [self.count_range(lower, upper) for lower, upper in ranges]
 
     def count_range(self, lower, upper) -> int:
         self.requests.append((lower, upper))
@@ -94,6 +98,7 @@ def test_changed_pages(pages, changes, expected, requests):
     lowers = lowers_for(20)
     synced_rows = {p: 1000 for p in pages}
     source = Source({p: 1000 + changes.get(p, 0) for p in range(20)}, lowers)
-    changed, count = changed_pages(pages, lowers, synced_rows, source.count_range)
+    changed, count = changed_pages(pages, lowers, synced_rows, source.count_ranges)
     assert changed == expected
     assert count == requests == len(source.requests)
+    assert len(source.batches) == (2 if requests > source.batches[0] else 1)  # groups, then their pages
