@@ -854,6 +854,10 @@ def evaluate_targets(summaries: list[dict]) -> list[tuple[str, str, bool | None]
             if kind not in s["rss_over_floor"]:
                 continue
             d = s["rss_over_floor"][kind]
+            if "floor" not in s["ok"]:
+                out.append((f"{s['size']:,} rows: {kind} peak RSS - floor <= {TARGET_RSS_OVER_FLOOR_MB:.0f} MB",
+                            "floor not run (--skip floor)", None))
+                continue
             clean = _clean(s, kind, "floor")
             out.append((f"{s['size']:,} rows: {kind} peak RSS - floor <= {TARGET_RSS_OVER_FLOOR_MB:.0f} MB",
                         f"{fmt(d, '.1f')} MB" + _incorrect(clean),

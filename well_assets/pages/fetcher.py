@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 _MAX_CLIENTS = 4  # one per run group in flight; older ones are closed
 STOP_GRACE_SECONDS = 2.0  # how long close() lets a page in flight finish before terminating
+# Fetching threads beyond the requests allowed in flight: a thread decoding and validating
+# the page it just received holds no place in the host's throttle, so the next request
+# need not wait for that CPU work. The throttle, not the thread count, caps the requests.
+EXTRA_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,8 @@ class PageFetcher:
                     # Some locked-down containers cannot start processes: fetch in a thread.
                     # Correct, only slower (the GIL is shared with the writer).
                     log.warning("page fetcher process unavailable (%s); fetching pages in a thread instead", exc)
-            self._threads = cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=self.name)
+            self._threads = cf.ThreadPoolExecutor(max_workers=self.concurrency + EXTRA_THREADS,
+                                                  thread_name_prefix=self.name)
         return self
 
     def _start_process(self) -> None:
@@ -295,7 +300,7 @@ _IN_WORKER = False  # set in the worker process only
 def _serve(conn: Any, concurrency: int = 1) -> None:
     """The worker process: pages in, PageItems out, until told to stop or orphaned.
 
-    Pages are fetched by ``concurrency`` threads; a sender thread hands finished pages
+    Pages are fetched by ``concurrency`` (+ EXTRA_THREADS) threads; a sender thread hands finished pages
     back, so a page waiting for the writer to take it never holds up the next fetch."""
     global _IN_WORKER
     _IN_WORKER = True
@@ -317,7 +322,7 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
 
     sender = threading.Thread(target=send, name="page-sender", daemon=True)
     sender.start()
-    pool = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="page-fetch")
+    pool = cf.ThreadPoolExecutor(max_workers=concurrency + EXTRA_THREADS, thread_name_prefix="page-fetch")
     try:
         while True:
             try:
