@@ -103,6 +103,7 @@ class _Sync:
         self.context, self.store, self.stream = context, store, stream
         self.writer = _Writer(store)
         self.lowers: dict[int, Key | None] = {0: None}  # page -> lower key, as known
+        self.mapped: set[int] = set()  # pages with a row in odata_page_map
         self.committed: dict[int, tuple[str, int]] = {}  # page -> (partition key, rows in range)
         self.failures: list[tuple[str, str]] = []
         self.totals = {name: 0 for name in ("pages", "rows_new", "rows_updated", "rows_duplicate", "rows_deleted",
@@ -114,6 +115,7 @@ class _Sync:
 
     def learn_map(self) -> None:
         for page, lower, _synced in storage.page_map(self.writer.con, self.stream.source):
+            self.mapped.add(page)
             if page > 0 and lower is not None:
                 self.lowers[page] = lower
 
@@ -181,14 +183,18 @@ class _Sync:
                               rows_fetched=rows.valid.height + rows.rejects.height + rows.in_page_duplicates,
                               validate_seconds=rows.validate_seconds, lower=lower, upper=upper,
                               next_lower=next_lower, mirror_deletes=mirror,
+                              lower_recorded=item.page in self.mapped,
                               max_delete_fraction=stream.max_delete_fraction)
             try:
                 counts = self.store.write_page(con, write)
             except (DatabaseError, DeleteGuardError) as exc:
                 error = exc
             else:
+                if mirror:
+                    self.mapped.add(item.page)
                 if next_lower is not None:
                     self.lowers[item.page + 1] = next_lower
+                    self.mapped.add(item.page + 1)
                 if lower is not None:
                     self.lowers.setdefault(item.page, lower)
                 figures = {**base, "status": "succeeded", "rows_fetched": write.rows_fetched,

@@ -70,16 +70,14 @@ def _prepare_rejects(frame: pl.DataFrame | None) -> pl.DataFrame | None:
     return frame.select([pl.col(c).cast(t, strict=True) for c, t in REJECT_COLUMNS.items()])
 
 
-def _upsert_rows(
-    con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, params: dict, fast: "FastInsert",
-    restart: Any = None,
-) -> tuple[int, int, int]:
+def _upsert_rows(con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, params: dict,
+                 fast: "FastInsert") -> tuple[int, int, int]:
     """-> (new, updated, unchanged), with one set-based statement.
 
     A page none of whose keys is stored yet (a first import) is written with a plain
     INSERT (sql.INSERT_NEW_PAGE); if the primary key refuses it, that failed statement has
-    aborted the transaction, which held only reads (``restart`` repeats them), so the
-    transaction is started again and the page is upserted."""
+    aborted the transaction, which held nothing yet (it is the page's first statement), so
+    the transaction is started again and the page is upserted."""
     if valid.height == 0:
         return 0, 0, 0
     rows = valid.to_arrow()
@@ -90,8 +88,6 @@ def _upsert_rows(
         except duckdb.ConstraintException:  # _registered rolled the transaction back
             fast.found(keys_stored=True)
             con.execute("BEGIN TRANSACTION").fetchall()
-            if restart is not None:
-                restart()  # what the transaction did before the attempt, again
         else:
             fast.found(keys_stored=False)
             return valid.height, 0, 0
@@ -173,12 +169,16 @@ def range_params(lower: Key | None, upper: Key | None) -> dict[str, Any]:
 
 
 def _mirror_deletes(con: duckdb.DuckDBPyConnection, page: PageWrite, valid: pl.DataFrame, params: dict,
-                    stored_before: int) -> int:
+                    new: int) -> int:
     """Deletes (and archives) the range's stored rows the page no longer has; refuses when
-    that is more than the page's max_delete_fraction of what the range held."""
+    that is more than the page's max_delete_fraction of what the range held before the
+    page (``new`` rows of the page were not stored then)."""
     bounds = range_params(page.lower, page.upper)
     with _registered(con, sql.PAGE_VALID_VIEW, valid.select(list(KEY)).to_arrow()):
         stale = int(fetch_all(con, sql.COUNT_STALE, bounds)[0][0])
+        # The range's size is only needed when something would be deleted (rarely): the
+        # common page pays one scan of its range, not two.
+        stored_before = int(fetch_all(con, sql.RANGE_CONTENTS, bounds)[0][0]) - new if stale else 0
         if stale and stale > page.max_delete_fraction * stored_before:
             raise DeleteGuardError(
                 f"page {page.partition_key} would delete {stale} of the {stored_before} rows stored in its key "
@@ -224,7 +224,7 @@ def _record_range(con: duckdb.DuckDBPyConnection, page: PageWrite, now, valid_ro
     if page.source is None or not page.mirror_deletes:
         return
     for number, lower in ((page.page, page.lower), (page.page + 1, page.next_lower)):
-        if number == page.page or lower is not None:
+        if (number == page.page and not page.lower_recorded) or (number != page.page and lower is not None):
             fetch_all(con, sql.SET_PAGE_LOWER, {"source": page.source, "page": number, "now": now,
                                                 "lower_well": lower[0] if lower else None,
                                                 "lower_date": lower[1] if lower else None})
@@ -244,12 +244,14 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
     try:
         valid = _prepare_valid(page.valid)
         con.execute("BEGIN TRANSACTION").fetchall()
-        stored_before = int(fetch_all(con, sql.RANGE_CONTENTS, bounds)[0][0])
-        new, updated, unchanged = _upsert_rows(con, valid, params, fast, restart=lambda: fetch_all(
-            con, sql.RANGE_CONTENTS, bounds))
-        deleted = _mirror_deletes(con, page, valid, params, stored_before) if page.mirror_deletes else 0
+        new, updated, unchanged = _upsert_rows(con, valid, params, fast)
+        deleted = _mirror_deletes(con, page, valid, params, new) if page.mirror_deletes else 0
         rejected = _replace_rejects(con, page.rejects, params)
-        rows_in_range, checksum = fetch_all(con, sql.RANGE_CONTENTS, bounds)[0]
+        if page.mirror_deletes:  # the range now holds exactly the page's rows: no scan needed
+            with _registered(con, sql.PAGE_VALID_VIEW, valid.select(list(KEY)).to_arrow()):
+                rows_in_range, checksum = fetch_all(con, sql.PAGE_CONTENTS)[0]
+        else:
+            rows_in_range, checksum = fetch_all(con, sql.RANGE_CONTENTS, bounds)[0]
         _record_range(con, page, now, valid.height)
         db_seconds = time.perf_counter() - started
         rows_fetched = page.rows_fetched

@@ -87,6 +87,9 @@ class PageWrite(PageFigures):
     lower: Key | None = None  # None: from the first key (page 0)
     upper: Key | None = None  # None: to the last key (the last page)
     next_lower: Key | None = None  # the next page's lower key, recorded if it has none yet
+    # The page map already has this page's row (its lower key is never moved): the write
+    # need not try to add it.
+    lower_recorded: bool = False
     # Delete the range's rows the page no longer has. Off unless asked for: a write that
     # forgot its range must not empty the whole key space.
     mirror_deletes: bool = False

@@ -195,10 +195,10 @@ IN_RANGE = """
 
 # What the table holds in a range: rows and a checksum of their keys (equal key sets have
 # equal sums; a different set of the same size almost surely not).
-RANGE_CONTENTS = f"""
-SELECT count(*), coalesce(sum(hash(well_code, production_date)::HUGEINT), 0)
-FROM well_production WHERE {IN_RANGE}
-"""
+_CONTENTS = "SELECT count(*), coalesce(sum(hash(well_code, production_date)::HUGEINT), 0)"
+RANGE_CONTENTS = f"{_CONTENTS} FROM well_production WHERE {IN_RANGE}"
+# The same figures of the page's own rows: what its range holds once the page is synced.
+PAGE_CONTENTS = f"{_CONTENTS} FROM {PAGE_VALID_VIEW}"
 
 # The stored rows of a range that the page's rows no longer have.
 _STALE = f"""
