@@ -126,6 +126,26 @@ class FastInsert:
     def __init__(self) -> None:
         self._skip = 0
         self._backoff = 0
+        self._largest: Key | None = None  # the largest key stored, as this writer knows it
+        self._largest_known = False
+
+    def nothing_stored_from(self, con: duckdb.DuckDBPyConnection, lower: Key | None) -> bool:
+        """True when no stored key is >= ``lower`` (None: the first key): a page whose range
+        starts there holds no stored rows, so none can be stale. A first import commits its
+        pages in key order, so every page of it skips the scan for stale rows. The largest
+        key is read once per writer (the ``duckdb`` pool keeps other writers out) and
+        raised as pages commit; deletions leave it high, which only costs a scan."""
+        if not self._largest_known:
+            row = fetch_all(con, sql.LARGEST_KEY)
+            self._largest, self._largest_known = (row[0][0], row[0][1]) if row else None, True
+        return self._largest is None or (lower is not None and self._largest < lower)
+
+    def committed(self, valid: pl.DataFrame) -> None:
+        """A page's rows were committed: the largest stored key is at least theirs."""
+        if valid.height and self._largest_known:
+            top = valid.select(KEY).sort(list(KEY)).row(-1)
+            if self._largest is None or top > self._largest:
+                self._largest = (top[0], top[1])
 
     def wanted(self) -> bool:
         if self._skip:
@@ -245,7 +265,8 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
         valid = _prepare_valid(page.valid)
         con.execute("BEGIN TRANSACTION").fetchall()
         new, updated, unchanged = _upsert_rows(con, valid, params, fast)
-        deleted = _mirror_deletes(con, page, valid, params, new) if page.mirror_deletes else 0
+        fresh = fast.nothing_stored_from(con, page.lower)  # read before this page's rows
+        deleted = _mirror_deletes(con, page, valid, params, new) if page.mirror_deletes and not fresh else 0
         rejected = _replace_rejects(con, page.rejects, params)
         if page.mirror_deletes:  # the range now holds exactly the page's rows: no scan needed
             with _registered(con, sql.PAGE_VALID_VIEW, valid.select(list(KEY)).to_arrow()):
@@ -278,6 +299,7 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
             },
         )
         con.execute("COMMIT").fetchall()
+        fast.committed(valid)
     except DeleteGuardError as exc:
         _rollback(con)
         raise errors.DeleteGuardError(str(exc), page=page.page, partition_key=page.partition_key) from None

@@ -195,6 +195,7 @@ IN_RANGE = """
 
 # What the table holds in a range: rows and a checksum of their keys (equal key sets have
 # equal sums; a different set of the same size almost surely not).
+LARGEST_KEY = "SELECT well_code, production_date FROM well_production ORDER BY well_code DESC, production_date DESC LIMIT 1"
 _CONTENTS = "SELECT count(*), coalesce(sum(hash(well_code, production_date)::HUGEINT), 0)"
 RANGE_CONTENTS = f"{_CONTENTS} FROM well_production WHERE {IN_RANGE}"
 # The same figures of the page's own rows: what its range holds once the page is synced.

@@ -343,3 +343,16 @@ def test_every_figure_of_a_page_reaches_the_ledger(store):
     assert (row["fetch_seconds"], row["throttle_seconds"], row["retries"], row["cache_hit"]) == (0.5, 0.25, 1, True)
     assert (row["first_key"], row["last_key"]) == ("WELL_001|2023-01-01", "WELL_001|2023-01-02")
     assert (row["rows_new"], row["rows_rejected"]) == (1, 1)
+
+
+def test_the_largest_stored_key_tells_which_ranges_hold_nothing(store):
+    fast = FastInsert()
+    day = dt.date(2023, 1, 1)
+    with store.connection() as con:
+        assert fast.nothing_stored_from(con, None)  # an empty table
+        store.write_page(con, make_page(0, [rec("WELL_002", day=d) for d in range(1, 4)]))
+        assert not FastInsert().nothing_stored_from(con, None)  # read from the table
+        fast.committed(validate_page([rec("WELL_002", day=3)]).valid)
+        assert fast.nothing_stored_from(con, ("WELL_002", day + dt.timedelta(days=3)))
+        assert not fast.nothing_stored_from(con, ("WELL_002", day + dt.timedelta(days=2)))
+        assert not fast.nothing_stored_from(con, ("WELL_001", day))
