@@ -104,7 +104,7 @@ class _Sync:
         self.writer = _Writer(store)
         self.lowers: dict[int, Key | None] = {0: None}  # page -> lower key, as known
         self.mapped: set[int] = set()  # pages with a row in odata_page_map
-        self.committed: dict[int, tuple[str, int]] = {}  # page -> (partition key, rows in range)
+        self.committed: dict[int, str] = {}  # page -> partition key, of the pages this step committed
         self.failures: list[tuple[str, str]] = []
         self.totals = {name: 0 for name in ("pages", "rows_new", "rows_updated", "rows_duplicate", "rows_deleted",
                                             "rows_rejected", "rows_repaired")}
@@ -234,13 +234,13 @@ class _Sync:
         table's is read again by its range."""
         stream = self.stream
         self.context.log.info("the source changed during the import: checking every page of this run by its key range")
+        pages = [(page, key) for page, key in sorted(self.committed.items()) if page == 0 or self.lowers.get(page) is not None]
         with ODataClient(stream.client_config) as client:
             on_table = storage.table_by_page(self.writer.con, stream.source)
-            for page, key in sorted(self.committed.items()):
-                lower, upper = self.lowers.get(page), self.upper(page)
-                if page > 0 and lower is None:
-                    continue
-                at_source, on_file = client.count_range(raw_key(lower), raw_key(upper)), on_table.get(page, (0, 0))[0]
+            counts = client.count_ranges([(raw_key(self.lowers.get(page)), raw_key(self.upper(page)))
+                                          for page, _ in pages])
+            for (page, key), at_source in zip(pages, counts):
+                lower, upper, on_file = self.lowers.get(page), self.upper(page), on_table.get(page, (0, 0))[0]
                 if at_source == on_file:
                     continue
                 again = stream.read_range(page, key, raw_key(lower), raw_key(upper))

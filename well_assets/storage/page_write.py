@@ -115,7 +115,8 @@ def _registered(con: duckdb.DuckDBPyConnection, name: str, rows: Any) -> Iterato
 
 
 class FastInsert:
-    """Whether to try the plain INSERT of a new page (see ``_upsert_rows``).
+    """The writer's knowledge of what is stored: whether to try the plain INSERT of a new
+    page (see ``_upsert_rows``), and the largest stored key (``nothing_stored_from``).
 
     A refused attempt costs a fraction of an upsert but is refused on every page of a
     re-import: after a refusal the next attempts are skipped, 1, 2, 4 ... up to 64 pages,
@@ -188,25 +189,24 @@ def range_params(lower: Key | None, upper: Key | None) -> dict[str, Any]:
             "hi_well": upper[0] if upper else None, "hi_date": upper[1] if upper else None}
 
 
-def _mirror_deletes(con: duckdb.DuckDBPyConnection, page: PageWrite, valid: pl.DataFrame, params: dict,
-                    new: int) -> int:
-    """Deletes (and archives) the range's stored rows the page no longer has; refuses when
-    that is more than the page's max_delete_fraction of what the range held before the
-    page (``new`` rows of the page were not stored then)."""
+def _mirror_deletes(con: duckdb.DuckDBPyConnection, page: PageWrite, params: dict, new: int) -> int:
+    """Deletes (and archives) the range's stored rows the page no longer has (the page's
+    keys are registered as sql.PAGE_VALID_VIEW); refuses when that is more than the page's
+    max_delete_fraction of what the range held before the page (``new`` rows of the page
+    were not stored then)."""
     bounds = range_params(page.lower, page.upper)
-    with _registered(con, sql.PAGE_VALID_VIEW, valid.select(list(KEY)).to_arrow()):
-        stale = int(fetch_all(con, sql.COUNT_STALE, bounds)[0][0])
-        # The range's size is only needed when something would be deleted (rarely): the
-        # common page pays one scan of its range, not two.
-        stored_before = int(fetch_all(con, sql.RANGE_CONTENTS, bounds)[0][0]) - new if stale else 0
-        if stale and stale > page.max_delete_fraction * stored_before:
-            raise DeleteGuardError(
-                f"page {page.partition_key} would delete {stale} of the {stored_before} rows stored in its key "
-                f"range, more than ODATA_MAX_DELETE_FRACTION={page.max_delete_fraction:g} of them; nothing was "
-                "deleted (a glitch at the source? if the rows really are gone, raise the setting and sync again)")
-        if stale:
-            fetch_all(con, sql.ARCHIVE_STALE, {**bounds, **params})
-            fetch_all(con, sql.DELETE_STALE, bounds)
+    stale = int(fetch_all(con, sql.COUNT_STALE, bounds)[0][0])
+    # The range's size is only needed when something would be deleted (rarely): the
+    # common page pays one scan of its range, not two.
+    stored_before = int(fetch_all(con, sql.RANGE_CONTENTS, bounds)[0][0]) - new if stale else 0
+    if stale and stale > page.max_delete_fraction * stored_before:
+        raise DeleteGuardError(
+            f"page {page.partition_key} would delete {stale} of the {stored_before} rows stored in its key "
+            f"range, more than ODATA_MAX_DELETE_FRACTION={page.max_delete_fraction:g} of them; nothing was "
+            "deleted (a glitch at the source? if the rows really are gone, raise the setting and sync again)")
+    if stale:
+        fetch_all(con, sql.ARCHIVE_STALE, {**bounds, **params})
+        fetch_all(con, sql.DELETE_STALE, bounds)
     return stale
 
 
@@ -265,14 +265,16 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
         valid = _prepare_valid(page.valid)
         con.execute("BEGIN TRANSACTION").fetchall()
         new, updated, unchanged = _upsert_rows(con, valid, params, fast)
-        fresh = fast.nothing_stored_from(con, page.lower)  # read before this page's rows
-        deleted = _mirror_deletes(con, page, valid, params, new) if page.mirror_deletes and not fresh else 0
-        rejected = _replace_rejects(con, page.rejects, params)
-        if page.mirror_deletes:  # the range now holds exactly the page's rows: no scan needed
+        deleted = 0
+        if page.mirror_deletes:
             with _registered(con, sql.PAGE_VALID_VIEW, valid.select(list(KEY)).to_arrow()):
+                if not fast.nothing_stored_from(con, page.lower):
+                    deleted = _mirror_deletes(con, page, params, new)
+                # the range now holds exactly the page's rows: their figures, no scan
                 rows_in_range, checksum = fetch_all(con, sql.PAGE_CONTENTS)[0]
         else:
             rows_in_range, checksum = fetch_all(con, sql.RANGE_CONTENTS, bounds)[0]
+        rejected = _replace_rejects(con, page.rejects, params)
         _record_range(con, page, now, valid.height)
         db_seconds = time.perf_counter() - started
         rows_fetched = page.rows_fetched
