@@ -70,30 +70,30 @@ def _prepare_rejects(frame: pl.DataFrame | None) -> pl.DataFrame | None:
     return frame.select([pl.col(c).cast(t, strict=True) for c, t in REJECT_COLUMNS.items()])
 
 
-def _upsert_rows(con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, params: dict,
+def _upsert_rows(con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, rows: Any, params: dict,
                  fast: "FastInsert") -> tuple[int, int, int]:
-    """-> (new, updated, unchanged), with one set-based statement.
+    """-> (new, updated, unchanged), with one set-based statement over the page's rows
+    (``rows``, registered as sql.PAGE_VALID_VIEW).
 
     A page none of whose keys is stored yet (a first import) is written with a plain
     INSERT (sql.INSERT_NEW_PAGE); if the primary key refuses it, that failed statement has
     aborted the transaction, which held nothing yet (it is the page's first statement), so
-    the transaction is started again and the page is upserted."""
+    the transaction is started again, the rows registered again and the page upserted."""
     if valid.height == 0:
         return 0, 0, 0
-    rows = valid.to_arrow()
     if fast.wanted():
         try:
-            with _registered(con, sql.PAGE_VALID_VIEW, rows):
-                fetch_all(con, sql.INSERT_NEW_PAGE, params)
-        except duckdb.ConstraintException:  # _registered rolled the transaction back
+            fetch_all(con, sql.INSERT_NEW_PAGE, params)
+        except duckdb.ConstraintException:
             fast.found(keys_stored=True)
+            _rollback(con)  # which drops the registration too: it is a temporary view
             con.execute("BEGIN TRANSACTION").fetchall()
+            con.register(sql.PAGE_VALID_VIEW, rows)
         else:
             fast.found(keys_stored=False)
             return valid.height, 0, 0
     _refuse_duplicate_keys(valid)
-    with _registered(con, sql.PAGE_VALID_VIEW, rows):
-        written = con.execute(sql.UPSERT_PAGE, params).fetchall()
+    written = con.execute(sql.UPSERT_PAGE, params).fetchall()
     new = sum(1 for (is_new,) in written if is_new)
     updated = len(written) - new
     return new, updated, valid.height - new - updated
@@ -144,9 +144,10 @@ class FastInsert:
     def committed(self, valid: pl.DataFrame) -> None:
         """A page's rows were committed: the largest stored key is at least theirs."""
         if valid.height and self._largest_known:
-            top = valid.select(KEY).sort(list(KEY)).row(-1)
-            if self._largest is None or top > self._largest:
-                self._largest = (top[0], top[1])
+            well = valid.get_column(KEY[0]).max()
+            day = valid.filter(pl.col(KEY[0]) == well).get_column(KEY[1]).max()
+            if self._largest is None or (well, day) > self._largest:
+                self._largest = (well, day)
 
     def wanted(self) -> bool:
         if self._skip:
@@ -172,8 +173,9 @@ def _replace_rejects(con: duckdb.DuckDBPyConnection, rejects: pl.DataFrame | Non
     return rejects.height
 
 
-def _insert_ledger(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
-    fetch_all(con, sql.INSERT_LEDGER_ROW, {c: row.get(c) for c in sql.LEDGER_COLUMNS})
+def _insert_ledger(con: duckdb.DuckDBPyConnection, row: dict[str, Any], statement: str = sql.INSERT_LEDGER_ROW,
+                   extra: dict[str, Any] | None = None) -> None:
+    fetch_all(con, statement, {**{c: row.get(c) for c in sql.LEDGER_COLUMNS}, **(extra or {})})
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -234,22 +236,24 @@ def source_rows(page: PageWrite, valid_rows: int) -> int:
     in-page duplicates and the rejects the range's $filter matches."""
     rejects = page.rejects
     matched = sum(_counted_by_range(page.lower, page.upper, code, day) for code, day in
-                  zip(rejects["well_code"].to_list(), rejects["production_date"].to_list())) if rejects.height else 0
+                  zip(rejects["well_code"].to_list(), rejects["production_date"].to_list())) if rejects is not None and rejects.height else 0
     return valid_rows + page.in_page_duplicates + matched
 
 
-def _record_range(con: duckdb.DuckDBPyConnection, page: PageWrite, now, valid_rows: int) -> None:
-    """The page map: this page's lower key (kept if known), the next page's (if given and
-    unknown), the sync time and the source's count of the range."""
-    if page.source is None or not page.mirror_deletes:
-        return
+def _syncs_range(page: PageWrite) -> bool:
+    """Whether the write syncs the page's key range (the page map and the ledger's
+    source_rows record it)."""
+    return page.source is not None and page.mirror_deletes
+
+
+def _record_lowers(con: duckdb.DuckDBPyConnection, page: PageWrite, now) -> None:
+    """The page map: this page's lower key (kept if known) and the next page's (if given
+    and unknown)."""
     for number, lower in ((page.page, page.lower), (page.page + 1, page.next_lower)):
         if (number == page.page and not page.lower_recorded) or (number != page.page and lower is not None):
             fetch_all(con, sql.SET_PAGE_LOWER, {"source": page.source, "page": number, "now": now,
                                                 "lower_well": lower[0] if lower else None,
                                                 "lower_date": lower[1] if lower else None})
-    fetch_all(con, sql.MARK_PAGE_SYNCED, {"source": page.source, "page": page.page, "now": now,
-                                          "source_rows": source_rows(page, valid_rows)})
 
 
 def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert) -> PageCounts:
@@ -264,43 +268,45 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
     try:
         valid = _prepare_valid(page.valid)
         con.execute("BEGIN TRANSACTION").fetchall()
-        new, updated, unchanged = _upsert_rows(con, valid, params, fast)
-        deleted = 0
-        if page.mirror_deletes:
-            with _registered(con, sql.PAGE_VALID_VIEW, valid.select(list(KEY)).to_arrow()):
-                if not fast.nothing_stored_from(con, page.lower):
-                    deleted = _mirror_deletes(con, page, params, new)
-                # the range now holds exactly the page's rows: their figures, no scan
-                rows_in_range, checksum = fetch_all(con, sql.PAGE_CONTENTS)[0]
-        else:
-            rows_in_range, checksum = fetch_all(con, sql.RANGE_CONTENTS, bounds)[0]
-        rejected = _replace_rejects(con, page.rejects, params)
-        _record_range(con, page, now, valid.height)
-        db_seconds = time.perf_counter() - started
-        rows_fetched = page.rows_fetched
-        if rows_fetched is None:
-            rows_fetched = valid.height + rejected + page.in_page_duplicates
-        _insert_ledger(
-            con,
-            {
-                **_figures(page),
-                "status": "succeeded",
-                "rows_fetched": rows_fetched,
-                "rows_new": new,
-                "rows_updated": updated,
-                "rows_duplicate": unchanged + page.in_page_duplicates,
-                "rows_rejected": rejected,
-                "rows_deleted": deleted,
-                "in_page_duplicates": page.in_page_duplicates,
-                "rows_in_range": rows_in_range,
-                "key_checksum": checksum,
-                "lower_key": key_text(page.lower),
-                "upper_key": key_text(page.upper),
-                "db_seconds": db_seconds,
-                "ended_at": utc_now(),
-            },
-        )
-        con.execute("COMMIT").fetchall()
+        # Registered once for the whole transaction: the upsert, the stale-row check and
+        # the range's figures all read the page's rows from it.
+        rows = valid.to_arrow()
+        with _registered(con, sql.PAGE_VALID_VIEW, rows):
+            new, updated, unchanged = _upsert_rows(con, valid, rows, params, fast)
+            deleted = 0
+            if page.mirror_deletes and not fast.nothing_stored_from(con, page.lower):
+                deleted = _mirror_deletes(con, page, params, new)
+            rejected = _replace_rejects(con, page.rejects, params)
+            syncs = _syncs_range(page)
+            if syncs:
+                _record_lowers(con, page, now)
+            rows_fetched = page.rows_fetched
+            if rows_fetched is None:
+                rows_fetched = valid.height + rejected + page.in_page_duplicates
+            # The ledger row carries the range's figures after the page: the page's own rows
+            # when it mirrors deletes (the range then holds exactly them), else the table's.
+            _insert_ledger(
+                con,
+                {
+                    **_figures(page),
+                    "status": "succeeded",
+                    "rows_fetched": rows_fetched,
+                    "rows_new": new,
+                    "rows_updated": updated,
+                    "rows_duplicate": unchanged + page.in_page_duplicates,
+                    "rows_rejected": rejected,
+                    "rows_deleted": deleted,
+                    "in_page_duplicates": page.in_page_duplicates,
+                    "lower_key": key_text(page.lower),
+                    "upper_key": key_text(page.upper),
+                    "source_rows": source_rows(page, valid.height) if syncs else None,
+                    "db_seconds": time.perf_counter() - started,
+                    "ended_at": utc_now(),
+                },
+                sql.INSERT_LEDGER_ROW_PAGE_CONTENTS if page.mirror_deletes else sql.INSERT_LEDGER_ROW_RANGE_CONTENTS,
+                None if page.mirror_deletes else bounds,
+            )
+            con.execute("COMMIT").fetchall()
         fast.committed(valid)
     except DeleteGuardError as exc:
         _rollback(con)

@@ -67,7 +67,7 @@ def load_rejects(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 def page_map(con: duckdb.DuckDBPyConnection, source: str) -> list[tuple[int, tuple | None, bool]]:
     """Every mapped page of ``source``: (page, lower key or None, synced yet), by page."""
     rows = con.execute(sql.PAGE_MAP, {"source": source}).fetchall()
-    return [(page, (well, day) if well is not None else None, synced is not None) for page, well, day, synced in rows]
+    return [(page, (well, day) if well is not None else None, bool(synced)) for page, well, day, synced in rows]
 
 
 def synced_source_rows(con: duckdb.DuckDBPyConnection, source: str) -> dict[int, int]:

@@ -94,8 +94,8 @@ ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS key_checksum HUGEINT;
 -- The key range of every page (partition): page k covers [its lower key, the next page's
 -- lower key); page 0 has no lower key, the last page no upper one. A page's lower key is
 -- set when it or the page before it is first read by offset, and never moves after: inserts
--- and deletes elsewhere in the source cannot shift a page. ``synced_at``: when the page
--- itself was last written (NULL: only its lower key is known yet).
+-- and deletes elsewhere in the source cannot shift a page. ``synced_at`` (and source_rows
+-- below) were set by earlier versions; a page's syncs are now in the ledger.
 CREATE TABLE IF NOT EXISTS odata_page_map (
     source      VARCHAR   NOT NULL,
     page        INTEGER   NOT NULL,
@@ -105,9 +105,12 @@ CREATE TABLE IF NOT EXISTS odata_page_map (
     synced_at   TIMESTAMP,
     PRIMARY KEY (source, page)
 );
--- How many records the source's count of the page's range gave at its last sync: what the
--- sensor and the reconciliation compare the source's count with now.
+-- Kept for files written before the ledger recorded each sync's source_rows (below).
 ALTER TABLE odata_page_map ADD COLUMN IF NOT EXISTS source_rows BIGINT;
+-- How many records the source's count of the page's range gave at this sync (NULL: the
+-- write was not a sync of the page's range): what the sensor and the reconciliation
+-- compare the source's count with now. The page's latest such row is its last sync.
+ALTER TABLE odata_page_log ADD COLUMN IF NOT EXISTS source_rows BIGINT;
 
 -- Rows a page sync removed because the source no longer has them: their values as they
 -- were, the page, the run and the time.

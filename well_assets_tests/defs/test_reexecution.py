@@ -18,10 +18,10 @@ def test_reexecute_from_failure_after_a_database_failure(demo_server, db_path, d
     monkeypatch.setenv("WELLS_DATABASE", db_path)
     original = page_write._insert_ledger
 
-    def fail_page_two(con, row):  # the database fails inside page 2's transaction
+    def fail_page_two(con, row, *args):  # the database fails inside page 2's transaction
         if row["page"] == 2 and row["status"] == "succeeded":
             raise OSError("disk full (injected)")
-        return original(con, row)
+        return original(con, row, *args)
 
     with dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
         register_pages(instance, 4)

@@ -23,12 +23,12 @@ CHILD = textwrap.dedent(
     kill_page, marker = int(sys.argv[1]), pathlib.Path(sys.argv[2])
     original = page_write._insert_ledger
 
-    def stall(con, row):
+    def stall(con, row, *args):
         if row["page"] == kill_page and row["status"] == "succeeded":
             rows = con.execute("select count(*) from well_production").fetchall()[0][0]
             marker.write_text(str(rows))
             time.sleep(600)
-        return original(con, row)
+        return original(con, row, *args)
 
     page_write._insert_ledger = stall
     from well_assets.cli.main import main
