@@ -48,7 +48,7 @@ from well_assets.errors import WellAssetsError
 if TYPE_CHECKING:  # imported lazily: the caller's start-up must not pay for them
     from well_assets.odata import ClientConfig, ODataClient, PageResult
     from well_assets.validation.model import ValidationSettings
-    from well_assets.validation.page import ValidatedPage
+    from well_assets.validation.page import ParsedPage, ValidatedPage
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ STOP_GRACE_SECONDS = 2.0  # how long close() lets a page in flight finish before
 # the page it just received holds no place in the host's throttle, so the next request
 # need not wait for that CPU work. The throttle, not the thread count, caps the requests.
 EXTRA_THREADS = 2
+# The most parsed pages judged by Pandera in one call (their frames are held together).
+JUDGED_TOGETHER = 16
 
 
 @dataclass(frozen=True)
@@ -300,8 +302,10 @@ _IN_WORKER = False  # set in the worker process only
 def _serve(conn: Any, concurrency: int = 1) -> None:
     """The worker process: pages in, PageItems out, until told to stop or orphaned.
 
-    Pages are fetched by ``concurrency`` (+ EXTRA_THREADS) threads; a sender thread hands finished pages
-    back, so a page waiting for the writer to take it never holds up the next fetch."""
+    Pages are fetched and parsed by ``concurrency`` (+ EXTRA_THREADS) threads, judged by
+    one thread (the pages waiting together in one Pandera call), and a sender thread
+    hands finished pages back, so a page waiting for the writer to take it never holds up
+    the next fetch."""
     global _IN_WORKER
     _IN_WORKER = True
     importlib.import_module("well_assets.odata")
@@ -322,6 +326,44 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
 
     sender = threading.Thread(target=send, name="page-sender", daemon=True)
     sender.start()
+    # Parsed pages wait here for the one judging thread, which takes every page waiting
+    # (up to JUDGED_TOGETHER) into one Pandera call: when pages arrive faster than they are
+    # judged, the batches grow and each page costs less; a lone page is judged at once.
+    parsed_pages: queue.SimpleQueue = queue.SimpleQueue()
+
+    def judging() -> None:
+        while (first := parsed_pages.get()) is not None:
+            batch = [first]
+            while len(batch) < JUDGED_TOGETHER:
+                try:
+                    waiting = parsed_pages.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is None:
+                    parsed_pages.put(None)
+                    break
+                batch.append(waiting)
+            try:
+                judged = judge([entry for _, entry in batch])
+            except Exception as exc:  # a bug must fail these pages, not leave them waiting
+                judged = [_finished(item, error=_unexpected(exc)) for _, (item, _parsed, _s) in batch]
+            for (task_id, _entry), item in zip(batch, judged):
+                outbox.put((task_id, item))
+
+    judge_thread = threading.Thread(target=judging, name="page-judge", daemon=True)
+    judge_thread.start()
+
+    def fetched(task_id: int, task: PageTask) -> None:
+        try:
+            item, parsed = fetch_and_parse(task)
+        except Exception as exc:  # a bug must fail the page, not leave it waiting
+            item, parsed = PageItem(page=task.page, partition_key=task.partition_key,
+                                    started_at=datetime.now(UTC).replace(tzinfo=None), error=_unexpected(exc)), None
+        if parsed is None:
+            outbox.put((task_id, _finished(item)))
+        else:
+            parsed_pages.put((task_id, (item, parsed, task.validation)))
+
     pool = cf.ThreadPoolExecutor(max_workers=concurrency + EXTRA_THREADS, thread_name_prefix="page-fetch")
     try:
         while True:
@@ -332,9 +374,11 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
             if message is None:
                 break
             task_id, task = message
-            pool.submit(lambda i=task_id, t=task: outbox.put((i, run_page(t))))
+            pool.submit(fetched, task_id, task)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+        parsed_pages.put(None)
+        judge_thread.join(STOP_GRACE_SECONDS)
         outbox.put(None)
         sender.join(STOP_GRACE_SECONDS)
         with _clients_lock:
@@ -376,10 +420,11 @@ def _client(config: ClientConfig, logger: logging.Logger) -> ODataClient:
         return client
 
 
-def run_page(task: PageTask) -> PageItem:
-    """Fetch and validate one page (in the worker, or in a thread in thread mode)."""
+def fetch_and_parse(task: PageTask) -> tuple[PageItem, ParsedPage | None]:
+    """Fetch one page and parse its records (the part of a page that runs in a fetching
+    thread). The ParsedPage is None when the page failed (the error is in the item)."""
     from well_assets.odata.paging import record_key
-    from well_assets.validation.page import validate_page
+    from well_assets.validation.page import parse_page
 
     logger = logging.getLogger(task.logger_name)
     capture = _Capture()
@@ -391,6 +436,7 @@ def run_page(task: PageTask) -> PageItem:
     # package imports Dagster, which the worker must not load.
     out = PageItem(page=task.page, partition_key=task.partition_key,
                    started_at=datetime.now(UTC).replace(tzinfo=None))
+    parsed = None
     began = time.perf_counter()
     try:
         try:
@@ -408,14 +454,59 @@ def run_page(task: PageTask) -> PageItem:
             records, size = out.result.records, task.config.page_size
             out.split_keys = [record_key(records[i], task.config.key_names) for i in range(size, len(records), size)]
             try:
-                out.validated = validate_page(records, task.validation)
+                parsed = parse_page(records)
             except WellAssetsError as exc:
                 out.error = exc
-            out.result.records = []  # validated: the raw records need not travel back
+            out.result.records = []  # parsed: the raw records need not travel back
     finally:
         logger.removeHandler(capture)
     out.log_records = capture.records
-    out.worker_pid = os.getpid()
+    return out, parsed
+
+
+def _finished(item: PageItem, validated: ValidatedPage | None = None, error: WellAssetsError | None = None) -> PageItem:
+    item.validated = validated
+    if error is not None:
+        item.error = error
+    item.worker_pid = os.getpid()
     if _IN_WORKER:  # in a thread, this process's peak is the caller's own
-        out.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return out
+        item.worker_peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return item
+
+
+def _unexpected(exc: Exception) -> WellAssetsError:
+    return WellAssetsError(f"the page fetcher failed unexpectedly: {type(exc).__name__}: {exc}")
+
+
+def judge(batch: list[tuple[PageItem, ParsedPage, ValidationSettings]]) -> list[PageItem]:
+    """The Pandera model over parsed pages that wait together (pages validated with the
+    same settings are judged in one call); a page whose judgement fails fails alone."""
+    from well_assets.validation.page import judge_pages
+
+    groups: dict[ValidationSettings, list[int]] = {}
+    for n, (_item, _parsed, settings) in enumerate(batch):
+        groups.setdefault(settings, []).append(n)
+    outcome: dict[int, PageItem] = {}
+    for settings, members in groups.items():
+        try:
+            judged = judge_pages([batch[n][1] for n in members], settings)
+        except WellAssetsError:
+            judged = None
+        for position, n in enumerate(members):
+            item, parsed, _settings = batch[n]
+            if judged is not None:
+                outcome[n] = _finished(item, judged[position])
+                continue
+            try:
+                outcome[n] = _finished(item, judge_pages([parsed], settings)[0])
+            except WellAssetsError as exc:
+                outcome[n] = _finished(item, error=exc)
+    return [outcome[n] for n in range(len(batch))]
+
+
+def run_page(task: PageTask) -> PageItem:
+    """Fetch and validate one page on its own (thread mode)."""
+    item, parsed = fetch_and_parse(task)
+    if parsed is None:
+        return _finished(item)
+    return judge([(item, parsed, task.validation)])[0]

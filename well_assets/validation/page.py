@@ -234,21 +234,34 @@ def _build_rejects(
     return frame, list(by_row)
 
 
-def validate_page(
-    records: list[dict], settings: ValidationSettings = ValidationSettings()
-) -> ValidatedPage:
-    """Validate one page of raw OData records; see the module docstring for the rules.
+@dataclass
+class ParsedPage:
+    """One page after the parse step, waiting for the Pandera model (``judge_pages``)."""
+
+    records: list[dict]
+    frame: pl.DataFrame  # COLUMNS, every record (unparseable cells null)
+    parse_failures: dict[str, pl.Series]
+    parse_seconds: float
+
+
+def parse_page(records: list[dict]) -> ParsedPage:
+    """The shape check and the parse step of one page (see the module docstring).
 
     Raises ``errors.ValidationError`` when the page shape is wrong (missing or
-    unexpected columns); bad rows never raise, they become rejects.
-    """
+    unexpected columns)."""
     started = time.perf_counter()
     if not records:
-        return ValidatedPage(empty_valid_frame(), empty_rejects_frame(), 0, time.perf_counter() - started)
+        return ParsedPage(records, empty_valid_frame(), {}, time.perf_counter() - started)
     _check_shape(records)
     frame, parse_failures = records_to_frame(records)
-    cases = failure_cases(frame, settings)
-    failures = _failures(parse_failures, cases) if (parse_failures or cases is not None) else []
+    return ParsedPage(records, frame, parse_failures, time.perf_counter() - started)
+
+
+def _judged(parsed: ParsedPage, cases: pl.DataFrame | None, judge_seconds: float) -> ValidatedPage:
+    """One page's outcome, given Pandera's failure cases of its own rows."""
+    started = time.perf_counter()
+    frame, records = parsed.frame, parsed.records
+    failures = _failures(parsed.parse_failures, cases) if (parsed.parse_failures or cases is not None) else []
     if failures:
         rejects, rejected_idx = _build_rejects(records, failures)
         keep = pl.repeat(True, frame.height, dtype=pl.Boolean, eager=True)
@@ -263,8 +276,51 @@ def validate_page(
         valid=valid,
         rejects=rejects,
         in_page_duplicates=before - valid.height,
-        validate_seconds=time.perf_counter() - started,
+        validate_seconds=parsed.parse_seconds + judge_seconds + time.perf_counter() - started,
     )
 
 
-__all__ = ["records_to_frame", "validate_page"]
+def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = ValidationSettings()) -> list[ValidatedPage]:
+    """The Pandera model over several parsed pages at once; one ValidatedPage each.
+
+    Pandera's cost is mostly per call (a query per check), not per row: judging the pages
+    waiting together costs little more than judging one (docs/benchmarks.md). Each page's
+    failure cases are its own rows', so the outcome of a page does not depend on the
+    pages judged with it. A failure of the frame as a whole (a bug in the parse step) is
+    raised by the page it belongs to: the pages are then judged one by one."""
+    if not pages:
+        return []
+    started = time.perf_counter()
+    judged = [p for p in pages if p.frame.height]
+    if len(judged) > 1:
+        frame = pl.concat([p.frame for p in judged], how="vertical", rechunk=False)
+    else:
+        frame = judged[0].frame if judged else None
+    cases = failure_cases(frame, settings) if frame is not None else None
+    if cases is not None and cases.height and cases["index"].null_count() and len(judged) > 1:
+        return [judge_pages([p], settings)[0] for p in pages]
+    rows = sum(p.frame.height for p in judged) or 1
+    share = (time.perf_counter() - started) / rows
+    out, offset = [], 0
+    for page in pages:
+        own = None
+        if cases is not None and page.frame.height:
+            own = cases.filter(pl.col("index").is_null() | pl.col("index").is_between(offset, offset + page.frame.height - 1))
+            own = own.with_columns(pl.col("index") - offset) if own.height else None
+        offset += page.frame.height
+        out.append(_judged(page, own, share * page.frame.height))
+    return out
+
+
+def validate_page(
+    records: list[dict], settings: ValidationSettings = ValidationSettings()
+) -> ValidatedPage:
+    """Validate one page of raw OData records; see the module docstring for the rules.
+
+    Raises ``errors.ValidationError`` when the page shape is wrong (missing or
+    unexpected columns); bad rows never raise, they become rejects.
+    """
+    return judge_pages([parse_page(records)], settings)[0]
+
+
+__all__ = ["ParsedPage", "judge_pages", "parse_page", "records_to_frame", "validate_page"]

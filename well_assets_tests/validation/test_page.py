@@ -277,3 +277,34 @@ def test_big_page_values_roundtrip():
     assert page.valid["oil_production"].sum() == pytest.approx(sum(i * 0.5 for i in range(1000)))
     assert page.valid["gas_production"][999] == 999.0
     assert not any(math.isnan(v) for v in page.valid["oil_production"].to_list())
+
+
+def _page_of(day0: int, bad: dict[int, dict]) -> list[dict]:
+    """Ten records of consecutive days; the records at the given positions changed."""
+    start = dt.date(2023, 1, 1)
+    return [rec(**{"date": (start + dt.timedelta(days=day0 + i)).isoformat(), **bad.get(i, {})}) for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    "pages, rejected, duplicates",
+    [
+        pytest.param([{}, {}, {}], [0, 0, 0], [0, 0, 0], id="all-good"),
+        pytest.param([{3: {"oil": -1}}, {}, {0: {"gas": "n/a"}, 9: {"water": 2e9}}], [1, 0, 2], [0, 0, 0],
+                     id="bad-rows-in-several-pages"),
+        pytest.param([{}, {i: {"oil": -1} for i in range(10)}, {}], [0, 10, 0], [0, 0, 0], id="a-page-all-rejected"),
+        pytest.param([{5: {"code": None}}, None, {2: {"date": "2023-02-30"}}], [1, 0, 1], [0, 0, 0],
+                     id="with-an-empty-page"),
+        pytest.param([{1: {"date": "2023-01-01"}}, {}], [0, 0], [1, 0], id="in-page-duplicate"),
+    ],
+)
+def test_judging_pages_together_gives_each_page_what_it_gets_alone(pages, rejected, duplicates):
+    from well_assets.validation.page import judge_pages, parse_page
+
+    records = [[] if bad is None else _page_of(10 * n, bad) for n, bad in enumerate(pages)]
+    together = judge_pages([parse_page(r) for r in records])
+    for alone, batched in zip((validate_page(r) for r in records), together, strict=True):
+        assert_frame_equal(batched.valid, alone.valid)
+        assert_frame_equal(batched.rejects, alone.rejects)
+        assert batched.in_page_duplicates == alone.in_page_duplicates
+    assert [b.rejects.height for b in together] == rejected
+    assert [b.in_page_duplicates for b in together] == duplicates
