@@ -15,7 +15,9 @@ import functools
 import logging
 import random
 import ssl
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit
@@ -64,6 +66,41 @@ class Stats:
     bytes: int = 0
     request_ids: list[str] = field(default_factory=list)
     all_from_cache: bool = True
+
+
+class _SecretUrls(logging.Filter):
+    """httpx logs every request's full URL (INFO, logger "httpx"): while a secret URL (a
+    delta link) is in flight, its log lines show the redacted form instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._shown: dict[str, str] = {}
+        self._users: Counter[str] = Counter()
+
+    def add(self, url: str, shown: str) -> str:
+        key = str(httpx.URL(url))  # as httpx will log it
+        with self._lock:
+            self._shown[key] = shown
+            self._users[key] += 1
+        return key
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            self._users[key] -= 1
+            if self._users[key] <= 0:
+                del self._users[key], self._shown[key]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._shown and isinstance(record.args, tuple):
+            with self._lock:
+                record.args = tuple(self._shown.get(str(a), a) if isinstance(a, httpx.URL) else a
+                                    for a in record.args)
+        return True
+
+
+_SECRET_URLS = _SecretUrls()
+logging.getLogger("httpx").addFilter(_SECRET_URLS)
 
 
 class _BearerAuth(httpx.Auth):
@@ -165,6 +202,7 @@ class Transport:
             before_sleep=before_sleep,
             reraise=True,
         )
+        secret = _SECRET_URLS.add(url, safe_url) if shown_url is not None else None
         try:
             result, body = retrying(attempt)
         except _Transient as exc:
@@ -175,6 +213,9 @@ class Transport:
                 status=exc.status, odata_code=self.scrub_opt(exc.odata_code), page=page,
                 retry_after=exc.retry_after, request_id=last_rid, url=safe_url, attempts=attempts,
             ) from None
+        finally:
+            if secret is not None:
+                _SECRET_URLS.remove(secret)
         if key is not None:
             self._cache.put(key, body)  # type: ignore[union-attr]
         return result
