@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import secrets
 import threading
+from collections import OrderedDict
 from typing import Iterable
 
 ServedKey = tuple["str | None", "str | None"]  # (WellCode, ProductionDate as served)
@@ -38,6 +39,9 @@ class ChangeLog:
         self.history = secrets.token_hex(8)
         self.floor = 0
         self.version = 0
+        # The pages of one delta ask for the same range: its sorted keys are kept, not
+        # recomputed per page (entries of a range never change while it is covered).
+        self._ranges: OrderedDict[tuple, tuple[ServedKey, ...]] = OrderedDict()
 
     def restart(self, version: int) -> None:
         """A new history from ``version`` on: every link issued before answers 410."""
@@ -46,6 +50,7 @@ class ChangeLog:
             # service) must not accept this one's links.
             self.history = secrets.token_hex(8)
             self._versions, self._keys = [], []
+            self._ranges.clear()
             self.floor = self.version = version
 
     def record(self, version: int, keys: Iterable[ServedKey]) -> None:
@@ -68,15 +73,25 @@ class ChangeLog:
         with self._lock:
             return history == self.history and since >= self.floor
 
-    def changed(self, history: str, since: int, upto: int) -> list[ServedKey] | None:
+    def changed(self, history: str, since: int, upto: int) -> tuple[ServedKey, ...] | None:
         """The distinct keys changed in (since, upto], in key order; None: no longer covered."""
         with self._lock:
             if history != self.history or since < self.floor:
                 return None
+            hit = self._ranges.get((since, upto))
+            if hit is not None:
+                self._ranges.move_to_end((since, upto))
+                return hit
             lo = bisect.bisect_right(self._versions, since)
             hi = bisect.bisect_right(self._versions, upto)
             keys = set(self._keys[lo:hi])
-        return sorted(keys, key=key_order)
+        result = tuple(sorted(keys, key=key_order))
+        with self._lock:
+            if history == self.history and upto <= self.version:
+                self._ranges[(since, upto)] = result
+                while len(self._ranges) > 8:
+                    self._ranges.popitem(last=False)
+        return result
 
     def snapshot(self) -> dict:
         with self._lock:
