@@ -1,9 +1,10 @@
 """The demo service's ASGI application: OData routes, auth, faults and the outer wrapper.
 
-Routes under `/odata`: service document, `$metadata`, the `WellProduction` entity set (and
-its delta links, `?$deltatoken=`) and its `/$count`. Admin routes live in admin.py. `DemoApp` wraps the Starlette router to echo
-`X-Request-ID`, record request statistics and give handlers the server's raw `send`,
-which the `drop` fault needs to close the TCP connection without a response.
+Routes under `/odata`: service document, `$metadata`, the `WellProduction` entity set
+(and its delta links, `?$deltatoken=`) and its `/$count`. Admin routes live in admin.py.
+`DemoApp` wraps the Starlette router to echo `X-Request-ID`, record request statistics
+and give handlers the server's raw `send`, which the `drop` fault needs to close the TCP
+connection without a response.
 """
 
 from __future__ import annotations

@@ -23,9 +23,8 @@ import concurrent.futures as cf
 
 import logging
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
-
 from functools import partial
+from urllib.parse import parse_qsl, urlsplit
 
 from well_assets.errors import ChangeTrackingUnavailable, DeltaLinkExpired, ExternalApiError, PaginationError
 
@@ -230,7 +229,7 @@ class ODataClient:
                         f"{self._transport.scrub(paging.redact_url(self.config.base_url))} does not track changes "
                         f"for this request; set ODATA_CHANGE_TRACKING=auto or off to read without delta links")
                 self.log.info("change tracking: %s; reading without delta links", what)
-        n = self._parsed_count(payload, "start_tracking")
+        n = self._parsed_count(payload, "track")
         return Baseline(count=n if n is not None else self._count_segment("track"), delta_link=delta_link)
 
     def read_delta(self, link: str) -> Delta:
