@@ -71,6 +71,21 @@ class PaginationError(WellAssetsError):
     code = "PAGINATION_ERROR"
 
 
+class ChangeTrackingUnavailable(WellAssetsError):
+    """ODATA_CHANGE_TRACKING=on, but the service gave no delta link (it did not apply
+    ``odata.track-changes``, or applied it without a link)."""
+
+    code = "EXTERNAL_API_ERROR"
+
+
+class DeltaLinkExpired(WellAssetsError):
+    """The service no longer answers a delta link (410 Gone, or an error saying its token
+    is invalid or expired): the changes since it are unknown, so read everything again.
+    The message never contains the link."""
+
+    code = "EXTERNAL_API_ERROR"
+
+
 class ValidationError(WellAssetsError):
     """A page's shape is wrong (a required column missing or renamed)."""
 

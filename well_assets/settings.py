@@ -24,6 +24,7 @@ DEFAULT_ENTITY_SET = "WellProduction"
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 5000
 MAX_CONCURRENCY = 16
+CHANGE_TRACKING = ("auto", "on", "off")
 DEFAULT_DATABASE = "data/wells.duckdb"
 ENTITY_SET_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -61,6 +62,15 @@ def validate_concurrency(value: int | str, setting: str = "ODATA_CONCURRENCY") -
     if not 1 <= number <= MAX_CONCURRENCY or str(value).strip() not in (str(number), f"+{number}"):
         raise ConfigError(setting, value, allowed)
     return number
+
+
+def validate_change_tracking(value: str, setting: str = "ODATA_CHANGE_TRACKING") -> str:
+    """OData change tracking (delta links): auto (when the service applies it), on (required)
+    or off (never asked for); case and surrounding blanks do not matter."""
+    mode = value.strip().lower() if isinstance(value, str) else value
+    if mode not in CHANGE_TRACKING:
+        raise ConfigError(setting, value, "auto, on or off")
+    return mode
 
 
 def validate_database(value: Any, setting: str = "WELLS_DATABASE") -> Path:
@@ -137,6 +147,7 @@ class Settings:
     # the OData client
     min_interval: float = 0.0
     concurrency: int = 4  # page fetches in flight, sharing one politeness budget
+    change_tracking: str = "auto"  # delta links: auto | on | off
     max_retries: int = 5
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
@@ -165,6 +176,7 @@ class Settings:
             database=str(validate_database(env.get("WELLS_DATABASE", DEFAULT_DATABASE))),
             min_interval=_number(env, "ODATA_MIN_INTERVAL", 0.0),
             concurrency=validate_concurrency(env.get("ODATA_CONCURRENCY", cls.concurrency)),
+            change_tracking=validate_change_tracking(env.get("ODATA_CHANGE_TRACKING") or cls.change_tracking),
             max_retries=int(_number(env, "ODATA_MAX_RETRIES", 5, whole=True, most=100)),
             backoff_base=_number(env, "ODATA_BACKOFF_BASE", 0.5),
             backoff_cap=_number(env, "ODATA_BACKOFF_CAP", 30.0),

@@ -30,6 +30,8 @@ def _add_import_parser(sub) -> None:
     p.add_argument("--page-size", help="records per page, 1..5000 (ODATA_PAGE_SIZE, default 1000)")
     p.add_argument("--filter", dest="odata_filter", help="OData $filter for every request (ODATA_FILTER)")
     p.add_argument("--concurrency", help="page fetches in flight at most, 1..16 (ODATA_CONCURRENCY, default 4)")
+    p.add_argument("--change-tracking", metavar="{auto,on,off}",
+                   help="OData change tracking (delta links): auto, on or off (ODATA_CHANGE_TRACKING, default auto)")
     p.add_argument("--start-page", default="0", help="first page to import (default 0)")
     p.add_argument("--max-pages", default=None, help="import at most this many pages (default: all)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -40,6 +42,7 @@ def _import(args) -> int:
     from well_assets.settings import (
         Settings,
         validate_base_url,
+        validate_change_tracking,
         validate_concurrency,
         validate_database,
         validate_entity_set,
@@ -60,6 +63,8 @@ def _import(args) -> int:
             database=str(validate_database(args.database, "--database")) if args.database is not None else base.database,
             concurrency=(validate_concurrency(args.concurrency, "--concurrency") if args.concurrency is not None
                          else base.concurrency),
+            change_tracking=(validate_change_tracking(args.change_tracking, "--change-tracking")
+                             if args.change_tracking is not None else base.change_tracking),
         )
         start_page = whole_number(args.start_page, "--start-page", 0)
         max_pages = whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None

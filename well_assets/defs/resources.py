@@ -67,6 +67,9 @@ class ODataResource(dg.ConfigurableResource):
     concurrency: int = Field(default=_CLIENT_DEFAULTS.concurrency,
                              description="Page fetches in flight at most, 1..16, sharing one politeness budget "
                                          "(fewer while the source pushes back).")
+    change_tracking: str = Field(default=_CLIENT_DEFAULTS.change_tracking,
+                                 description="OData change tracking (delta links): auto (when the service applies "
+                                             "odata.track-changes), on (required) or off (never asked for).")
     max_retry_after: float = Field(default=_CLIENT_DEFAULTS.max_retry_after,
                                    description="Longest Retry-After honoured before failing fast.")
     cache_dir: str | None = Field(default=None, description="Directory for the response cache; empty: off.")
@@ -213,6 +216,7 @@ def resources_from_settings(s: settings.Settings) -> dict:
         password=_secret("ODATA_PASSWORD"),
         min_interval=s.min_interval,
         concurrency=s.concurrency,
+        change_tracking=s.change_tracking,
         max_retries=s.max_retries,
         backoff_base=s.backoff_base,
         backoff_cap=s.backoff_cap,

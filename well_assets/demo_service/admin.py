@@ -4,8 +4,9 @@
     GET    /admin/faults     active rules;  PUT /admin/faults  (list of rules, replaces all)
     POST   /admin/rows       list of OData records: upsert by key, new keys in key order
     DELETE /admin/rows       list of {"WellCode", "ProductionDate"}
-    POST   /admin/reset      generated data again, no faults, fresh statistics
-    GET    /admin/stats      request counts per status/endpoint, rows, fault firings
+    POST   /admin/reset      generated data again (a new change history), no faults, fresh statistics
+    POST   /admin/delta/expire  every delta link (and delta nextLink) issued so far answers 410
+    GET    /admin/stats      request counts per status/endpoint, rows, fault firings, change tracking
     GET    /admin/requests   the last 1000 OData requests (query, status, request id, skip)
 """
 
@@ -82,6 +83,10 @@ async def reset(request: Request) -> JSONResponse:
     return JSONResponse({"reset": True, "rows": state.row_count})
 
 
+async def expire_deltas(request: Request) -> JSONResponse:
+    return JSONResponse(await run_in_threadpool(_state(request).expire_deltas))
+
+
 async def stats(request: Request) -> JSONResponse:
     return JSONResponse(_state(request).stats_snapshot())
 
@@ -98,6 +103,7 @@ def routes() -> list[Route]:
         Route("/admin/rows", upsert_rows, methods=["POST"]),
         Route("/admin/rows", delete_rows, methods=["DELETE"]),
         Route("/admin/reset", reset, methods=["POST"]),
+        Route("/admin/delta/expire", expire_deltas, methods=["POST"]),
         Route("/admin/stats", stats, methods=["GET"]),
         Route("/admin/requests", requests, methods=["GET"]),
     ]

@@ -1,9 +1,10 @@
 """The demo service's ASGI application: OData routes, auth, faults and the outer wrapper.
 
-Routes under `/odata`: service document, `$metadata`, the `WellProduction` entity set and
-its `/$count`. Admin routes live in admin.py. `DemoApp` wraps the Starlette router to echo
-`X-Request-ID`, record request statistics and give handlers the server's raw `send`,
-which the `drop` fault needs to close the TCP connection without a response.
+Routes under `/odata`: service document, `$metadata`, the `WellProduction` entity set
+(and its delta links, `?$deltatoken=`) and its `/$count`. Admin routes live in admin.py.
+`DemoApp` wraps the Starlette router to echo `X-Request-ID`, record request statistics
+and give handlers the server's raw `send`, which the `drop` fault needs to close the TCP
+connection without a response.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import admin
-from .edmx import ENTITY_SET, METADATA_XML, service_document
+from .delta import Gone, build_delta_page
+from .edmx import ENTITY_SET, metadata_xml, service_document
 from .faults import Plan, retry_after_value
 from .filters import QueryError
 from .payload import build_page, count, dumps
-from .query import Query, parse_options, parse_query_string
+from .query import DeltaRequest, Query, parse_delta_options, parse_options, parse_query_string
 from .state import ServiceState
 
 JSON = "application/json;odata.metadata=minimal"
@@ -110,20 +112,43 @@ def _finish(body: bytes, plan: Plan, media_type: str = JSON, headers: dict | Non
     return Response(body, 200, media_type=media_type, headers={**ODATA_HEADERS, **(headers or {})})
 
 
-def _parse(request: Request) -> Query:
+def _parse(request: Request) -> Query | DeltaRequest:
     raw = request.scope.get("query_string", b"").decode("utf-8", "replace")
-    return parse_options(parse_query_string(raw))
+    params = parse_query_string(raw)
+    if "$deltatoken" in params:
+        if not _state(request).track_changes:
+            raise QueryError("change tracking is not supported", code="NotImplemented", status=501)
+        return parse_delta_options(params)
+    return parse_options(params)
 
 
-def _max_page_size(request: Request) -> tuple[int, dict]:
+def _preferences(request: Request) -> dict[str, str]:
+    """The request's preferences, by lower-case name (every Prefer header, comma-separated)."""
+    prefs: dict[str, str] = {}
+    for header in request.headers.getlist("prefer"):
+        for pref in header.split(","):
+            name, _, value = pref.split(";")[0].strip().partition("=")
+            if name:
+                prefs.setdefault(name.strip().lower(), value.strip().strip('"'))
+    return prefs
+
+
+def _max_page_size(request: Request, prefs: dict[str, str]) -> tuple[int, list[str]]:
+    """The page size and the preferences applied for it."""
     cap = _state(request).max_page_size
-    for pref in request.headers.get("prefer", "").split(","):
-        name, _, value = pref.strip().partition("=")
-        if name.strip().lower() == "odata.maxpagesize" and value.strip().isdigit():
-            wanted = int(value.strip())
-            if 1 <= wanted <= cap:
-                return wanted, {"Preference-Applied": f"odata.maxpagesize={wanted}"}
-    return cap, {}
+    value = prefs.get("odata.maxpagesize", "")
+    if value.isdigit() and 1 <= int(value) <= cap:
+        return int(value), [f"odata.maxpagesize={int(value)}"]
+    return cap, []
+
+
+def _applied(preferences: list[str]) -> dict[str, str]:
+    return {"Preference-Applied": ", ".join(preferences)} if preferences else {}
+
+
+def _entity_set_url(request: Request) -> str:
+    # Delta links are absolute: a client keeps them and uses them later as they are.
+    return f"{request.url.scheme}://{request.url.netloc}/odata/{ENTITY_SET}"
 
 
 async def service_root(request: Request) -> Response:
@@ -137,7 +162,8 @@ async def metadata(request: Request) -> Response:
     if (denied := _auth_failure(request)) is not None:
         return denied
     plan, fault = await _apply_faults(request, "metadata", None)
-    return fault or _finish(METADATA_XML.encode(), plan, media_type="application/xml")
+    xml = metadata_xml(_state(request).track_changes)
+    return fault or _finish(xml.encode(), plan, media_type="application/xml")
 
 
 def _unknown_set(name: str) -> Response:
@@ -157,8 +183,14 @@ async def _admit(request: Request, kind: str) -> Response | tuple:
         q = _parse(request)
     except QueryError as exc:
         return odata_error(exc.status, exc.code, exc.message)
+    if isinstance(q, DeltaRequest):
+        kind = "delta"  # tagged apart in the request log: a test counts delta reads
     plan, fault = await _apply_faults(request, kind, q.original_skip if kind == "collection" else None)
     return fault if fault is not None else (q, plan)
+
+
+def _wants_tracking(prefs: dict[str, str]) -> bool:
+    return "odata.track-changes" in prefs or "track-changes" in prefs  # 4.01 allows the bare name
 
 
 async def entity_set(request: Request) -> Response:
@@ -166,13 +198,44 @@ async def entity_set(request: Request) -> Response:
     if isinstance(admitted, Response):
         return admitted
     q, plan = admitted
-    page_size, pref_headers = _max_page_size(request)
+    prefs = _preferences(request)
+    page_size, applied = _max_page_size(request, prefs)
     state = _state(request)
+    if isinstance(q, DeltaRequest):
+        return await _delta(request, q, plan, page_size, applied)
+    # A read is tracked from its first page on (the version is in its nextLinks); asking
+    # on a continuation alone would miss the changes its earlier pages did not see.
+    tracked = state.track_changes and (
+        q.delta_start is not None or (not q.continuation and _wants_tracking(prefs)))
+    if tracked and _wants_tracking(prefs):
+        applied.append("odata.track-changes")
     try:
-        page = await run_in_threadpool(build_page, state.dataset, q, page_size, plan)
+        page = await run_in_threadpool(build_page, state.dataset, q, page_size, plan,
+                                       _entity_set_url(request) if tracked else None)
     except pl.exceptions.PolarsError as exc:
         return odata_error(400, "BadRequest", f"query could not be evaluated: {exc}")
-    return _finish(page.to_bytes(), plan, headers=pref_headers)
+    if any(k.endswith("deltaLink") for k in page.tail):
+        state.stats.count_delta("links_issued")
+    return _finish(page.to_bytes(), plan, headers=_applied(applied))
+
+
+async def _delta(request: Request, req: DeltaRequest, plan: Plan, page_size: int, applied: list[str]) -> Response:
+    state = _state(request)
+    state.stats.count_delta("delta_requests")
+    try:
+        page = await run_in_threadpool(build_delta_page, state.dataset, req, page_size, plan, state.delta_format,
+                                       _entity_set_url(request))
+    except pl.exceptions.PolarsError as exc:
+        return odata_error(400, "BadRequest", f"delta could not be evaluated: {exc}")
+    if isinstance(page, Gone):
+        state.stats.count_delta("gone")
+        return odata_error(410, "DeltaTokenExpired",
+                           "the delta link has expired or the change history was reset; read the entity set again")
+    if any(k.endswith("deltaLink") for k in page.tail):
+        state.stats.count_delta("links_issued")
+    # `@removed` is 4.01 JSON; a 4.0 payload ($deletedEntity) is what OData-Version 4.0 says.
+    version = {"OData-Version": "4.01"} if state.delta_format == "4.01" else {}
+    return _finish(page.to_bytes(), plan, headers={**_applied(applied), **version})
 
 
 async def entity_count(request: Request) -> Response:

@@ -67,6 +67,15 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    metavar="SECONDS", help="add this delay to every OData response")
     p.add_argument("--rate-limit", type=_number(float, 0.001, None, "a positive number of requests"), default=None,
                    metavar="PER_SECOND", help="answer 429 (Retry-After: 1) above this many requests per second")
+    p.add_argument("--delta-format", choices=["4.01", "4.0"], default="4.01",
+                   help="removed entries of delta responses: 4.01 '@removed' with key properties (default), "
+                        "or 4.0 '$deletedEntity' with an id only")
+    p.add_argument("--no-change-tracking", dest="track_changes", action="store_false",
+                   help="ignore 'Prefer: odata.track-changes' (no delta links), like a service without support")
+    p.add_argument("--delta-retention", type=_number(int, 1, 1_000_000_000, "an integer 1..1000000000"),
+                   default=None, metavar="VERSIONS",
+                   help="keep this many data versions of change history; older delta links answer 410 "
+                        "(default: all)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="warning")
     return p
 
@@ -100,6 +109,9 @@ def build_config(args: argparse.Namespace):
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        track_changes=args.track_changes,
+        delta_format=args.delta_format,
+        delta_retention=args.delta_retention,
     )
 
 
@@ -124,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"Demo OData service ready at {server.base_url}/ (entity set WellProduction, rows={server.state.row_count}, "
         f"bad_rows={cfg.bad_rows}, seed={cfg.seed}, max_page_size={cfg.max_page_size}, "
-        f"auth={'bearer' if cfg.token else 'none'}, faults={len(cfg.faults)}); admin at {server.admin_url}",
+        f"auth={'bearer' if cfg.token else 'none'}, faults={len(cfg.faults)}, "
+        f"change_tracking={cfg.delta_format if cfg.track_changes else 'off'}); admin at {server.admin_url}",
         flush=True,
     )
     try:

@@ -1,8 +1,8 @@
 """Configuration of the bundled demo OData service.
 
 `DemoServiceConfig` is the single description of a demo service instance: how much
-data to generate, which seed, page-size cap, optional bearer token and the fault rules
-active at start. `validate()` raises `well_assets.errors.ConfigError` naming the field and
+data to generate, which seed, page-size cap, optional bearer token, the fault rules
+active at start and how it tracks changes (delta links). `validate()` raises `well_assets.errors.ConfigError` naming the field and
 the allowed values, so the CLI and the Python API report bad settings the same way.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 from well_assets.errors import ConfigError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+DELTA_FORMATS = ("4.01", "4.0")
 
 
 @dataclass
@@ -31,6 +32,11 @@ class DemoServiceConfig:
     start_date: dt.date = dt.date(2023, 1, 1)
     log_level: str = "warning"
     access_log: bool = False
+    # OData change tracking: False = the service ignores `Prefer: odata.track-changes`
+    # (a service without support, to test clients against)
+    track_changes: bool = True
+    delta_format: str = "4.01"  # removed entries as 4.01 `@removed` or 4.0 `$deletedEntity`
+    delta_retention: int | None = None  # versions of change history kept; None: all
 
     def validate(self) -> None:
         _int_range("rows", self.rows, 0, 50_000_000)
@@ -50,6 +56,12 @@ class DemoServiceConfig:
             raise ConfigError("start_date", self.start_date, "a datetime.date")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError("log_level", self.log_level, ", ".join(LOG_LEVELS))
+        if not isinstance(self.track_changes, bool):
+            raise ConfigError("track_changes", self.track_changes, "True or False")
+        if self.delta_format not in DELTA_FORMATS:
+            raise ConfigError("delta_format", self.delta_format, " or ".join(DELTA_FORMATS))
+        if self.delta_retention is not None:
+            _int_range("delta_retention", self.delta_retention, 1, 1_000_000_000)
         if not isinstance(self.faults, (list, tuple)):
             raise ConfigError("faults", self.faults, "a list of fault rule objects")
         # Imported here to keep config importable without the fault machinery.

@@ -6,6 +6,8 @@ values that do not fit the column dtypes (see generate.py). Readers take an immu
 (admin upsert/delete/reset, tests in another thread) replace the snapshot atomically and
 bump `version`, which also invalidates the cached filtered/sorted views. Views are keyed
 by (filter, orderby, version) so deep pages of the same query are a cheap slice.
+Every write also logs the keys it touched, at its new version, in ``changes`` (the change
+log that delta links read); a reset starts a new history of it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from .changes import ChangeLog, ServedKey
 from .generate import KEY, PROPS, SCHEMA, VOLUMES, Generated, generate
 
 _VIEW_CACHE_SIZE = 6
@@ -40,11 +43,13 @@ class Dataset:
         bad_rows: float = 0.0,
         days_per_well: int = 500,
         start_date: dt.date = dt.date(2023, 1, 1),
+        delta_retention: int | None = None,
     ) -> None:
         self._gen_args = (rows, seed, bad_rows, days_per_well, start_date)
         self._lock = threading.RLock()
         self._views: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
         self._version = 0
+        self.changes = ChangeLog(retention=delta_retention)
         self._install(generate(*self._gen_args))
 
     # -- reading ---------------------------------------------------------------
@@ -155,7 +160,10 @@ class Dataset:
             inserts = pl.concat([keyed.join(hits.select("_b").unique(), on="_b", how="anti"), unkeyed])
             if inserts.height:
                 frame = self._insert(frame, inserts, overrides, parsed)
-            self._replace(frame, overrides, bad)
+            # Every record of the batch is a change, rewritten values included: a delta
+            # may repeat an entity, never miss one.
+            touched = [_served_key(values, raw) for values, raw in parsed]
+            self._replace(frame, overrides, bad, touched)
         return {"updated": hits.height, "inserted": inserts.height, "rows": frame.height}
 
     @staticmethod
@@ -197,23 +205,43 @@ class Dataset:
                     raise ValueError(f"WellCode must be a string, got {wc!r}")
                 mask = mask | _key_mask(frame, wc, _parse_date(key.get("ProductionDate")))
             mask = mask.fill_null(False)  # null keys never match; ~null would drop them too
-            gone = frame.filter(mask)["_id"].to_list()
+            removed = frame.filter(mask)
+            gone = removed["_id"].to_list()
             for rid in gone:
                 overrides.pop(rid, None)
                 bad.pop(rid, None)
             frame = frame.filter(~mask)
-            self._replace(frame, overrides, bad)
+            touched = [(wc, d.isoformat()) for wc, d in removed.select(*KEY).unique().iter_rows()]
+            self._replace(frame, overrides, bad, touched)
         return {"deleted": len(gone), "rows": frame.height}
 
     # -- internals -------------------------------------------------------------
     def _install(self, gen: Generated) -> None:
         with self._lock:
+            # The new history starts at the version the new data gets; links of the old
+            # one, and any taken from the old data meanwhile, fall below it (410).
+            self.changes.restart(self._version + 1)
             self._replace(gen.frame, gen.overrides, gen.bad)
 
-    def _replace(self, frame: pl.DataFrame, overrides: dict, bad: dict) -> None:
+    def expire_changes(self) -> None:
+        """Forget the change history: every delta link issued so far answers 410 Gone."""
+        with self._lock:
+            self.changes.restart(self._version)
+
+    def _replace(self, frame: pl.DataFrame, overrides: dict, bad: dict, touched: list[ServedKey] = ()) -> None:
         self._version += 1
+        # Logged before the snapshot is published (both under the lock): a reader that
+        # sees version v finds every change up to v in the log.
+        self.changes.record(self._version, touched)
         self._snap = Snapshot(frame, overrides, bad, self._version)
         self._views.clear()
+
+
+def _served_key(values: dict[str, Any], raw: dict[str, Any]) -> ServedKey:
+    """The key of a parsed record as the service serves it (a raw date as given)."""
+    date = values["ProductionDate"]
+    text = date.isoformat() if date is not None else raw.get("ProductionDate")
+    return values["WellCode"], text if isinstance(text, str) or text is None else str(text)
 
 
 def _key_mask(frame: pl.DataFrame, wc: str | None, date: dt.date | None) -> pl.Expr:

@@ -5,7 +5,7 @@ from __future__ import annotations
 ENTITY_SET = "WellProduction"
 NAMESPACE = "WellAssets.Demo"
 
-METADATA_XML = f"""<?xml version="1.0" encoding="utf-8"?>
+_METADATA_TEMPLATE = f"""<?xml version="1.0" encoding="utf-8"?>
 <edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx">
   <edmx:DataServices>
     <Schema Namespace="{NAMESPACE}" xmlns="http://docs.oasis-open.org/odata/ns/edm">
@@ -21,12 +21,26 @@ METADATA_XML = f"""<?xml version="1.0" encoding="utf-8"?>
         <Property Name="WaterProduction" Type="Edm.Decimal" Precision="18" Scale="3"/>
       </EntityType>
       <EntityContainer Name="Container">
-        <EntitySet Name="{ENTITY_SET}" EntityType="{NAMESPACE}.{ENTITY_SET}"/>
+        <EntitySet Name="{ENTITY_SET}" EntityType="{NAMESPACE}.{ENTITY_SET}">
+          <Annotation Term="Org.OData.Capabilities.V1.ChangeTracking">
+            <Record>
+              <PropertyValue Property="Supported" Bool="{{supported}}"/>
+            </Record>
+          </Annotation>
+        </EntitySet>
       </EntityContainer>
     </Schema>
   </edmx:DataServices>
 </edmx:Edmx>
 """
+
+
+def metadata_xml(track_changes: bool = True) -> str:
+    """The EDMX; the entity set's ChangeTracking annotation says whether delta links exist."""
+    return _METADATA_TEMPLATE.replace("{supported}", "true" if track_changes else "false")
+
+
+METADATA_XML = metadata_xml()
 
 
 def service_document() -> dict:

@@ -39,8 +39,9 @@ Matchers, on any rule (all given ones must pass; none: every OData request):
 - `times`: fire at most this many times (default unlimited).
 
 Applicability: status, rate_limit, latency, truncate, error_body and drop apply to every
-OData request (service document, `$metadata`, `/$count`, entity set); the payload kinds
-(links, rename, decimals_as_strings, annotations_401) only to entity-set responses.
+OData request (service document, `$metadata`, `/$count`, entity set, delta links); the
+payload kinds (links, rename, decimals_as_strings, annotations_401) only to entity-set
+and delta responses. A delta request has no skip, so rules with `skip` never fire on it.
 Rules are evaluated in list order; the first firing status/rate_limit/error_body/drop
 decides the response and later rules are not evaluated for that request (their
 counters do not advance). Auth is checked before faults.
@@ -89,7 +90,7 @@ class Rule:
     window: tuple[int, int] = (0, 0)  # (second, arrivals) for rate_limit
 
     def matches(self, kind: str, skip: int | None) -> bool:
-        if self.kind in PAYLOAD and kind != "collection":
+        if self.kind in PAYLOAD and kind not in ("collection", "delta"):
             return False
         if self.skip is not None and (skip is None or skip not in self.skip):
             return False
@@ -212,7 +213,7 @@ class FaultSet:
             return [{"kind": r.kind, "fired": r.fired, "seen": r.seen} for r in self._rules]
 
     def evaluate(self, kind: str, skip: int | None) -> Plan:
-        """Decide the faults for one OData request of `kind` (collection|count|metadata|service)."""
+        """Decide the faults for one OData request of `kind` (collection|delta|count|metadata|service)."""
         plan = Plan()
         with self._lock:
             for rule in self._rules:

@@ -7,7 +7,7 @@ serving admin calls and latency sleeps while a large view is sorted.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import polars as pl
@@ -16,7 +16,7 @@ from .data import Dataset, Snapshot
 from .edmx import ENTITY_SET
 from .faults import Plan
 from .generate import PROPS, VOLUMES
-from .query import Query, encode_skiptoken
+from .query import Query, encode_deltatoken, encode_skiptoken
 
 
 @dataclass
@@ -60,8 +60,16 @@ def count(dataset: Dataset, q: Query) -> int:
     return filtered_view(dataset, q).height
 
 
-def build_page(dataset: Dataset, q: Query, page_size: int, plan: Plan) -> Page:
+def build_page(dataset: Dataset, q: Query, page_size: int, plan: Plan, track_url: str | None = None) -> Page:
+    """One response of a read; with ``track_url`` (the entity set's absolute URL) the read
+    tracks changes: its last page carries a delta link to the changes made after its
+    first page was served."""
     snap = dataset.snapshot()  # one snapshot for rows and overrides
+    if track_url is not None and q.delta_start is None:
+        # Read after the snapshot: had a reset come in between, the link names a version
+        # below the new history's start and answers 410 instead of a wrong delta.
+        history, _ = dataset.changes.position()
+        q = replace(q, delta_start=(history, snap.version))
     view = filtered_view(dataset, q, snap)
     total = view.height
     want = page_size if q.remaining is None else min(page_size, q.remaining)
@@ -95,6 +103,9 @@ def build_page(dataset: Dataset, q: Query, page_size: int, plan: Plan) -> Page:
         if plan.foreign_host:
             link = f"{plan.foreign_host}/odata/{link}"
         tail[prefix + "nextLink"] = link
+    elif track_url is not None and q.delta_start is not None:
+        history, version = q.delta_start
+        tail[prefix + "deltaLink"] = f"{track_url}?$deltatoken={encode_deltatoken(history, version, q.filter, q.select)}"
     return Page(head=head, value=value, tail=tail, rows=got, total=total)
 
 

@@ -1,10 +1,16 @@
-"""Parsing of OData system query options and the opaque `$skiptoken`.
+"""Parsing of OData system query options and the opaque `$skiptoken` and `$deltatoken`.
 
 The raw query string is split and percent-decoded here (not by the framework) so both
 `%20` and `+` are accepted for spaces. `Query` is the normalized request: filter and
 orderby text (the view cache key), parsed polars expressions, select list, top/skip,
 count. A continuation token is base64-url JSON of the original options plus the position
-of the next row and the remaining `$top` budget.
+of the next row and the remaining `$top` budget, and, when the read tracks changes, the
+change-log point its first page was served at (the last page's delta link names it).
+
+A `$deltatoken` is base64-url JSON too: the change-log history and version the changes are
+counted from, the tracked read's `$filter` and `$select` (never its `$top`, `$skip` or
+`$orderby`: a delta covers the whole filtered set), and for a page of a delta the version
+range's end and the position in its keys, so every page answers from the same range.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ class Query:
     remaining: int | None = None
     original_skip: int = 0
     continuation: bool = False
+    # change tracking: (history, version) of the first page's data; None: not tracked
+    delta_start: tuple[str, int] | None = None
     filter_expr: pl.Expr | None = field(default=None, compare=False, repr=False)
     sort_by: tuple[tuple[str, bool], ...] = ()
 
@@ -95,14 +103,18 @@ def _non_negative_int(name: str, value: str) -> int:
     return int(value)
 
 
+def _check_format(params: dict[str, str]) -> None:
+    fmt = params.get("$format")
+    if fmt is not None and fmt.split(";")[0].strip() not in ("json", "application/json"):
+        raise QueryError(f"$format={fmt!r} is not supported; use json", code="NotAcceptable", status=406)
+
+
 def parse_options(params: dict[str, str]) -> Query:
     """Build a Query from decoded parameters (a `$skiptoken` overrides the rest)."""
     unknown = sorted(n for n in params if n.startswith("$") and n not in SUPPORTED)
     if unknown:
         raise QueryError(f"unsupported query option(s): {', '.join(unknown)}", code="NotImplemented", status=501)
-    fmt = params.get("$format")
-    if fmt is not None and fmt.split(";")[0].strip() not in ("json", "application/json"):
-        raise QueryError(f"$format={fmt!r} is not supported; use json", code="NotAcceptable", status=406)
+    _check_format(params)
     if "$skiptoken" in params:
         return decode_skiptoken(params["$skiptoken"])
     return _build(params)
@@ -143,6 +155,8 @@ def encode_skiptoken(q: Query, position: int, remaining: int | None) -> str:
         "p": position,
         "r": remaining,
     }
+    if q.delta_start is not None:
+        state["dh"], state["dv"] = q.delta_start
     raw = json.dumps(state, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -164,6 +178,7 @@ def decode_skiptoken(token: str) -> Query:
         position, remaining = int(st["p"]), st["r"]
         if position < 0 or (remaining is not None and int(remaining) < 0):
             raise ValueError("negative position")
+        delta_start = (str(st["dh"]), int(st["dv"])) if "dv" in st else None
         base = _build(params)
     except (ValueError, KeyError, TypeError, binascii.Error, json.JSONDecodeError, QueryError):
         raise QueryError("invalid $skiptoken", code="InvalidSkipToken") from None
@@ -172,4 +187,58 @@ def decode_skiptoken(token: str) -> Query:
         position=position,
         remaining=None if remaining is None else int(remaining),
         continuation=True,
+        delta_start=delta_start,
     )
+
+
+# -- change tracking ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeltaRequest:
+    """A GET of a delta link (``upto`` None: the changes up to now) or of a page of a delta
+    (the changes in (since, upto], from the ``position``-th changed key on)."""
+
+    history: str
+    since: int
+    upto: int | None = None
+    position: int = 0
+    filter: str | None = None
+    select: tuple[str, ...] | None = None
+    filter_expr: pl.Expr | None = field(default=None, compare=False, repr=False)
+
+
+def _b64(state: dict) -> str:
+    raw = json.dumps(state, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def encode_deltatoken(history: str, since: int, filter: str | None, select: tuple[str, ...] | None,
+                      upto: int | None = None, position: int = 0) -> str:
+    state = {"h": history, "v": since, "f": filter, "s": list(select) if select is not None else None}
+    if upto is not None:
+        state.update(u=upto, p=position)
+    return _b64(state)
+
+
+def parse_delta_options(params: dict[str, str]) -> DeltaRequest:
+    """A delta link's options: its `$deltatoken` and at most `$format` (it is used as is)."""
+    others = sorted(n for n in params if n.startswith("$") and n not in ("$deltatoken", "$format"))
+    if others:
+        raise QueryError(f"a delta link takes no other query options, got {', '.join(others)}")
+    _check_format(params)
+    token = params["$deltatoken"]
+    try:
+        st = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        history, since = str(st["h"]), int(st["v"])
+        upto = int(st["u"]) if "u" in st else None
+        position = int(st.get("p", 0))
+        if since < 0 or position < 0 or (upto is not None and upto < since):
+            raise ValueError("negative version or position")
+        filt = st["f"]
+        select = parse_select(",".join(st["s"]) or "*") if st["s"] is not None else None
+        expr = parse_filter(filt) if filt is not None else None
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, json.JSONDecodeError, QueryError):
+        raise QueryError("invalid $deltatoken", code="InvalidDeltaToken") from None
+    return DeltaRequest(history=history, since=since, upto=upto, position=position, filter=filt, select=select,
+                        filter_expr=expr)

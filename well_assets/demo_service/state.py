@@ -1,7 +1,7 @@
 """`ServiceState`: everything a running demo service knows, shared by routes and tests.
 
-One object per server (`DemoServer.state`): the dataset (with mutation), the fault rules,
-the request statistics and the effective settings. All parts are thread-safe, because
+One object per server (`DemoServer.state`): the dataset (with mutation and its change
+log), the fault rules, the request statistics and the effective settings. All parts are thread-safe, because
 uvicorn serves from its own thread while tests mutate data from theirs.
 """
 
@@ -30,6 +30,7 @@ class Stats:
             self.by_status: Counter[str] = Counter()
             self.by_endpoint: Counter[str] = Counter()
             self.recent: deque[dict[str, Any]] = deque(maxlen=self._keep)
+            self.delta: Counter[str] = Counter()  # links_issued, delta_requests, gone
             self.started = time.time()
             self.peak_in_flight = self.in_flight
 
@@ -49,6 +50,14 @@ class Stats:
             self.by_status[str(entry["status"])] += 1
             self.by_endpoint[entry.get("endpoint") or "other"] += 1
             self.recent.append(entry)
+
+    def count_delta(self, what: str) -> None:
+        with self._lock:
+            self.delta[what] += 1
+
+    def delta_counts(self) -> dict[str, int]:
+        with self._lock:
+            return {name: self.delta[name] for name in ("links_issued", "delta_requests", "gone")}
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -77,11 +86,14 @@ class ServiceState:
             bad_rows=float(config.bad_rows),
             days_per_well=config.days_per_well,
             start_date=config.start_date,
+            delta_retention=config.delta_retention,
         )
         self.faults = FaultSet(list(config.faults))
         self.stats = Stats()
         self.max_page_size = config.max_page_size
         self.token = config.token
+        self.track_changes = config.track_changes
+        self.delta_format = config.delta_format
 
     # data
     @property
@@ -101,8 +113,13 @@ class ServiceState:
     def delete(self, keys: list[dict]) -> dict[str, int]:
         return self.dataset.delete(keys)
 
+    def expire_deltas(self) -> dict[str, Any]:
+        """Every delta link and delta nextLink issued so far answers 410 Gone from now on."""
+        self.dataset.expire_changes()
+        return {"expired": True, "version": self.dataset.version}
+
     def reset(self) -> None:
-        """Back to the generated data, no fault rules, fresh statistics."""
+        """Back to the generated data (a new change history), no fault rules, fresh statistics."""
         self.dataset.reset()
         self.faults.replace([])
         self.stats.reset()
@@ -121,5 +138,11 @@ class ServiceState:
             data_version=self.dataset.version,
             faults=self.faults.fired(),
             max_page_size=self.max_page_size,
+            change_tracking={
+                "enabled": self.track_changes,
+                "delta_format": self.delta_format,
+                **self.dataset.changes.snapshot(),
+                **self.stats.delta_counts(),
+            },
         )
         return out

@@ -10,6 +10,11 @@ what it asked for or the server says there is no more, and never infers the end 
 data from a short response. Every request goes
 through ``transport.Transport`` (throttle, request ids, retries, cache, secret
 scrubbing).
+
+Change tracking (delta links): ``start_tracking()`` is the count request asking for
+``odata.track-changes``; it returns the count and, when the service applied the
+preference, a delta link. ``read_delta(link)`` reads what changed since, following the
+delta's nextLinks under the same guards as a page's, and returns the next delta link.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ import concurrent.futures as cf
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import parse_qsl, urlsplit
 
-from well_assets.errors import ExternalApiError, PaginationError
+from well_assets.errors import ChangeTrackingUnavailable, DeltaLinkExpired, ExternalApiError, PaginationError
 
-from . import paging, responses
+from . import delta, paging, responses
 from .config import ClientConfig
+from .delta import Baseline, Delta
 from .throttle import Throttle
 from .transport import Stats, Transport
 
@@ -35,6 +42,8 @@ MAX_EMPTY_HOPS = 10
 MAX_RANGE_PAGES = 100
 # Statuses for which count() falls back from `$count=true&$top=0` to `/$count`.
 _COUNT_FALLBACK_STATUSES = frozenset({400, 404, 405, 501})
+# A delta is read to its end in one call; past this many nextLinks it is refused.
+MAX_DELTA_HOPS = 10_000
 
 
 @dataclass
@@ -193,51 +202,168 @@ class ODataClient:
 
     def count(self) -> int:
         """Rows in the (filtered) entity set: `$count=true&$top=0`, else `GET .../$count`."""
+        payload, _ = self._inline_count("count", track=False)
+        n = self._parsed_count(payload, "count")
+        return n if n is not None else self._count_segment("count")
+
+    def start_tracking(self) -> Baseline:
+        """The row count, and a delta link to the changes from now on: the one
+        `$count=true&$top=0` request, sent with `Prefer: odata.track-changes` unless
+        ``change_tracking`` is "off". The link is kept only when the service answered
+        `Preference-Applied: odata.track-changes` and gave one; with "on" its absence
+        raises ChangeTrackingUnavailable."""
+        mode = self.config.change_tracking
+        payload, applied = self._inline_count("track", track=mode != "off")
+        link = paging.annotation(payload, "deltaLink") if payload is not None else None
+        link = link.strip() if isinstance(link, str) and link.strip() else None
+        delta_link = None
+        if mode != "off":
+            if applied and link is not None:
+                delta_link = paging.resolve_next_link(self.entity_url, link)
+                self.log.info("change tracking: the service applied odata.track-changes and gave a delta link")
+            else:
+                what = self._tracking_refusal(payload, applied, link)
+                if mode == "on":
+                    raise ChangeTrackingUnavailable(
+                        f"ODATA_CHANGE_TRACKING=on, but {what}: the service at "
+                        f"{self._transport.scrub(paging.redact_url(self.config.base_url))} does not track changes "
+                        f"for this request; set ODATA_CHANGE_TRACKING=auto or off to read without delta links")
+                self.log.info("change tracking: %s; reading without delta links", what)
+        n = self._parsed_count(payload, "track")
+        return Baseline(count=n if n is not None else self._count_segment("track"), delta_link=delta_link)
+
+    def read_delta(self, link: str) -> Delta:
+        """Everything that changed since ``link`` (a delta link from ``start_tracking`` or an
+        earlier ``read_delta``), following the delta's nextLinks, and the next delta link.
+
+        The link is requested as it is (only headers are added). 410 Gone, or an error
+        saying the token is no longer valid, raises DeltaLinkExpired (not retried); other
+        failures behave as for pages. The link never appears in logs or errors."""
+        cfg = self.config
+        if not isinstance(link, str) or not link.strip():
+            raise PaginationError("read_delta needs a delta link (a non-empty URL)")
+        url = link.strip()
+        if not paging.same_origin(url, self.entity_url):
+            # Refuse before sending anything: the request would carry our credentials.
+            raise PaginationError(
+                f"delta: refusing a delta link to another origin {self._transport.scrub(delta.redact_link(url))} "
+                f"(service is {self._transport.scrub(self.config.base_url)})")
+        stats = Stats()
+        changed: list[dict] = []
+        removed: list[delta.Removed] = []
+        seen = {_canonical(url)}
+        hop = empty_streak = 0
+        parse = partial(delta.parse_delta_page, key=cfg.key)
+        while True:
+            try:
+                page = self._transport.get(
+                    url, stats=stats, page=None, parse=parse, cacheable=False,
+                    request_id=lambda a, h=hop: _request_id(cfg.run_id, "delta", a, h),
+                    extra_headers={"Prefer": f"odata.track-changes, odata.maxpagesize={cfg.page_size}"},
+                    shown_url=delta.redact_link(url),
+                )
+            except ExternalApiError as exc:
+                if exc.status == 410 or (exc.status is not None and 400 <= exc.status < 500
+                                         and exc.odata_code in delta.EXPIRED_CODES):
+                    raise DeltaLinkExpired(
+                        f"the service no longer answers the delta link (HTTP {exc.status}"
+                        + (f", OData error {exc.odata_code}" if exc.odata_code else "")
+                        + "): the changes since are unknown; read the entity set in full again",
+                        status=exc.status, odata_code=exc.odata_code, request_id=exc.request_id, hop=hop,
+                    ) from None
+                raise
+            changed.extend(page.changed)
+            removed.extend(page.removed)
+            if page.next_link is None:
+                if page.delta_link is None:
+                    raise PaginationError(
+                        f"delta: its last response (request {stats.request_ids[-1]}) carried no delta link",
+                        hop=hop, request_id=stats.request_ids[-1])
+                # Resolved now: the caller keeps the link and uses it later, as it is.
+                next_delta = paging.resolve_next_link(url, page.delta_link)
+                self.log.info("delta: %d changed and %d removed entities in %d requests",
+                              len(changed), len(removed), len(stats.request_ids))
+                return Delta(changed=changed, removed=removed, delta_link=next_delta, requests=len(stats.request_ids))
+            url = self._next_url(url, page.next_link, None, hop, seen, label="delta", redact=delta.redact_link)
+            empty_streak = empty_streak + 1 if not (page.changed or page.removed) else 0
+            hop += 1
+            if empty_streak > MAX_EMPTY_HOPS or hop > MAX_DELTA_HOPS:
+                raise PaginationError(f"delta: gave up after {hop} nextLink hops without reaching its end",
+                                      hops=hop, records=len(changed) + len(removed))
+
+    # -- internals ------------------------------------------------------------
+
+    def _inline_count(self, what: str, track: bool) -> tuple[dict | None, bool]:
+        """The `$count=true&$top=0` response (None: the service refused it with a status that
+        /$count may still answer) and whether it applied `odata.track-changes`."""
         cfg = self.config
         filt = [("$filter", cfg.filter)] if cfg.filter is not None else []
         url = f"{self.entity_url}?{paging.encode_query([('$count', 'true'), ('$top', '0'), *filt])}"
         try:
-            payload = self._transport.get(
-                url, stats=Stats(), page=None, parse=responses.parse_collection, cacheable=False,
-                request_id=lambda a: _request_id(cfg.run_id, "count", a, 0),
+            return self._transport.get(
+                url, stats=Stats(), page=None, cacheable=False, parse=_collection_and_tracking, parse_headers=True,
+                request_id=lambda a: _request_id(cfg.run_id, what, a, 0),
+                extra_headers={"Prefer": "odata.track-changes"} if track else None,
             )
-            n = paging.parse_count(paging.annotation(payload, "count"))
-            if n is not None:
-                return n
-            self.log.info("count: no parsable @odata.count in the response; falling back to /$count")
         except ExternalApiError as exc:
             if exc.status not in _COUNT_FALLBACK_STATUSES:
                 raise
-            self.log.info("count: $count=true answered HTTP %s; falling back to /$count", exc.status)
+            self.log.info("%s: $count=true answered HTTP %s; falling back to /$count", what, exc.status)
+            return None, False
+
+    def _parsed_count(self, payload: dict | None, what: str) -> int | None:
+        if payload is None:
+            return None
+        n = paging.parse_count(paging.annotation(payload, "count"))
+        if n is None:
+            self.log.info("%s: no parsable @odata.count in the response; falling back to /$count", what)
+        return n
+
+    def _count_segment(self, what: str) -> int:
+        cfg = self.config
+        filt = [("$filter", cfg.filter)] if cfg.filter is not None else []
         raw_url = f"{self.entity_url}/$count" + (f"?{paging.encode_query(filt)}" if filt else "")
         return self._transport.get(
             raw_url, stats=Stats(), page=None, parse=responses.parse_count_text, cacheable=False,
-            request_id=lambda a: _request_id(cfg.run_id, "count", a, 1),
+            request_id=lambda a: _request_id(cfg.run_id, what, a, 1),
             extra_headers={"Accept": "text/plain"},
         )
 
-    # -- internals ------------------------------------------------------------
+    @staticmethod
+    def _tracking_refusal(payload: dict | None, applied: bool, link: str | None) -> str:
+        if payload is None:
+            return "the service refused the count request that asks for odata.track-changes"
+        if not applied:
+            return "the service did not apply odata.track-changes (no Preference-Applied)"
+        return "the service applied odata.track-changes but gave no delta link"
 
-    def _next_url(self, url: str, link: str, page: int, hop: int, seen: set) -> str:
+    def _next_url(self, url: str, link: str, page: int | None, hop: int, seen: set, label: str | None = None,
+                  redact=paging.redact_url) -> str:
         nxt = paging.resolve_next_link(url, link)
         scrub = self._transport.scrub
+        label = label or f"page {page}"
         if not paging.same_origin(nxt, self.entity_url):
             # Refuse before sending anything: the request would carry our credentials.
-            shown = scrub(paging.redact_url(nxt))
+            shown = scrub(redact(nxt))
             raise PaginationError(
-                f"page {page}: refusing nextLink to another origin {shown} "
+                f"{label}: refusing nextLink to another origin {shown} "
                 f"(service is {scrub(self.config.base_url)})",
                 page=page, hop=hop + 1, next_link=shown,
             )
         canonical = _canonical(nxt)
         if canonical in seen:
-            shown = scrub(paging.redact_url(nxt))
+            shown = scrub(redact(nxt))
             raise PaginationError(
-                f"page {page}: nextLink loop: {shown} was already requested for this page",
+                f"{label}: nextLink loop: {shown} was already requested for this "
+                + ("page" if label.startswith("page") else label),
                 page=page, hop=hop + 1, next_link=shown,
             )
         seen.add(canonical)
         return nxt
+
+
+def _collection_and_tracking(body: bytes, headers) -> tuple[dict, bool]:
+    return responses.parse_collection(body), delta.applies_tracking(headers.get("Preference-Applied"))
 
 
 def _request_id(run_id: str, what: str, attempt: int, hop: int) -> str:

@@ -19,6 +19,7 @@ from .paging import KEY_TYPES, redact_url
 
 MAX_PAGE_SIZE = 5000
 MAX_CONCURRENCY = 16
+CHANGE_TRACKING = ("auto", "on", "off")
 ENTITY_SET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)*"
 ORDERBY_RE = re.compile(rf"{_IDENT}(?: (?:asc|desc))?(?:,{_IDENT}(?: (?:asc|desc))?)*")
@@ -53,6 +54,9 @@ class ClientConfig:
     cache_dir: str | None = None  # None: cache off
     cache_ttl_seconds: float = 3600.0
     run_id: str = "local"  # goes into X-Request-ID
+    # OData change tracking (delta links): "auto" uses it when the service applies
+    # odata.track-changes, "on" requires it, "off" never asks
+    change_tracking: str = "auto"
 
     def __repr__(self) -> str:  # the dataclass repr would print the token/password
         shown = {
@@ -121,6 +125,8 @@ class ClientConfig:
             raise ConfigError("cache_dir", self.cache_dir, "None (cache off) or a directory path")
         if not isinstance(self.run_id, str) or not RUN_ID_RE.fullmatch(self.run_id):
             raise ConfigError("run_id", self.run_id, "1..128 characters from [A-Za-z0-9._:-]")
+        if self.change_tracking not in CHANGE_TRACKING:
+            raise ConfigError("change_tracking", self.change_tracking, "auto, on or off")
 
     def _validate_url(self) -> None:
         allowed = "an absolute http:// or https:// URL with a host and no credentials, query or fragment"

@@ -15,7 +15,9 @@ import functools
 import logging
 import random
 import ssl
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 from urllib.parse import urlsplit
@@ -66,6 +68,41 @@ class Stats:
     all_from_cache: bool = True
 
 
+class _SecretUrls(logging.Filter):
+    """httpx logs every request's full URL (INFO, logger "httpx"): while a secret URL (a
+    delta link) is in flight, its log lines show the redacted form instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._shown: dict[str, str] = {}
+        self._users: Counter[str] = Counter()
+
+    def add(self, url: str, shown: str) -> str:
+        key = str(httpx.URL(url))  # as httpx will log it
+        with self._lock:
+            self._shown[key] = shown
+            self._users[key] += 1
+        return key
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            self._users[key] -= 1
+            if self._users[key] <= 0:
+                del self._users[key], self._shown[key]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._shown and isinstance(record.args, tuple):
+            with self._lock:
+                record.args = tuple(self._shown.get(str(a), a) if isinstance(a, httpx.URL) else a
+                                    for a in record.args)
+        return True
+
+
+_SECRET_URLS = _SecretUrls()
+logging.getLogger("httpx").addFilter(_SECRET_URLS)
+
+
 class _BearerAuth(httpx.Auth):
     def __init__(self, token: str) -> None:
         self._token = token
@@ -107,12 +144,17 @@ class Transport:
     def close(self) -> None:
         self._http.close()
 
-    def get(self, url: str, *, stats: Stats, page: int | None, parse: Callable[[bytes], T],
+    def get(self, url: str, *, stats: Stats, page: int | None, parse: Callable[..., T],
             cacheable: bool, request_id: Callable[[int], str],
-            extra_headers: dict[str, str] | None = None) -> T:
-        """GET url with throttle, retries and (optionally) the response cache; returns parse(body)."""
+            extra_headers: dict[str, str] | None = None, shown_url: str | None = None,
+            parse_headers: bool = False) -> T:
+        """GET url with throttle, retries and (optionally) the response cache; returns parse(body),
+        or parse(body, headers) with ``parse_headers`` (such responses are never cached).
+
+        ``shown_url`` is what logs and errors say instead of the redacted URL, for URLs that
+        are secrets as a whole (delta links)."""
         key = None
-        if cacheable and self._cache is not None:
+        if cacheable and self._cache is not None and not parse_headers:
             key = cache_key("GET", url, self._identity)
             body = self._cache.get(key)
             if body is not None:
@@ -122,10 +164,10 @@ class Transport:
                     pass  # a bad entry is just a miss
                 else:
                     stats.bytes += len(body)
-                    self.log.debug("cache hit GET %s", self.scrub(paging.redact_url(url)))
+                    self.log.debug("cache hit GET %s", self.scrub(shown_url if shown_url is not None else paging.redact_url(url)))
                     return result
         stats.all_from_cache = False
-        safe_url = self.scrub(paging.redact_url(url))
+        safe_url = self.scrub(shown_url if shown_url is not None else paging.redact_url(url))
         attempts = 0
         last_rid = ""
 
@@ -134,7 +176,7 @@ class Transport:
             attempts += 1
             rid = last_rid = request_id(attempts)
             stats.request_ids.append(rid)
-            return self._attempt(url, safe_url, rid, attempts, page, stats, parse, extra_headers)
+            return self._attempt(url, safe_url, rid, attempts, page, stats, parse, extra_headers, parse_headers)
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception()  # type: ignore[union-attr]
@@ -160,6 +202,7 @@ class Transport:
             before_sleep=before_sleep,
             reraise=True,
         )
+        secret = _SECRET_URLS.add(url, safe_url) if shown_url is not None else None
         try:
             result, body = retrying(attempt)
         except _Transient as exc:
@@ -170,6 +213,9 @@ class Transport:
                 status=exc.status, odata_code=self.scrub_opt(exc.odata_code), page=page,
                 retry_after=exc.retry_after, request_id=last_rid, url=safe_url, attempts=attempts,
             ) from None
+        finally:
+            if secret is not None:
+                _SECRET_URLS.remove(secret)
         if key is not None:
             self._cache.put(key, body)  # type: ignore[union-attr]
         return result
@@ -181,7 +227,8 @@ class Transport:
                           retry_after, self._rng)
 
     def _attempt(self, url: str, safe_url: str, rid: str, attempt_no: int, page: int | None, stats: Stats,
-                 parse: Callable[[bytes], T], extra_headers: dict[str, str] | None) -> tuple[T, bytes]:
+                 parse: Callable[..., T], extra_headers: dict[str, str] | None,
+                 parse_headers: bool = False) -> tuple[T, bytes]:
         """One HTTP request: returns (parsed, body), raises _Transient or ExternalApiError."""
         ticket = self.throttle.acquire()
         stats.wait_seconds += ticket.waited
@@ -208,7 +255,7 @@ class Transport:
 
         if 200 <= status < 300:
             try:
-                result = parse(body)
+                result = parse(body, resp.headers) if parse_headers else parse(body)
             except responses.Malformed as exc:
                 raise _Transient(f"HTTP {status} with {exc}", status=status, odata_code=exc.odata_code,
                                  odata_message=exc.odata_message, request_id=rid, elapsed=elapsed) from None

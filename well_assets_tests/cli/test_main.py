@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from well_assets.cli.main import main
+from well_assets.errors import ConfigError
 from well_assets_tests.expected import query
 
 SUMMARY_KEYS = {
@@ -41,6 +42,8 @@ SUMMARY_KEYS = {
         (["--concurrency", "0"], "--concurrency", "1 to 16"),
         (["--concurrency", "17"], "--concurrency", "1 to 16"),
         (["--concurrency", "four"], "--concurrency", "1 to 16"),
+        (["--change-tracking", "sometimes"], "--change-tracking", "auto, on or off"),
+        (["--change-tracking", ""], "--change-tracking", "auto, on or off"),
     ],
 )
 def test_bad_flags_are_refused_before_anything_is_written(flags, named, allowed, tmp_path, capsys, monkeypatch):
@@ -57,7 +60,7 @@ def test_bad_flags_are_refused_before_anything_is_written(flags, named, allowed,
 @pytest.mark.parametrize(
     ("name", "value", "allowed"),
     [("ODATA_PAGE_SIZE", "9000", "1 to 5000"), ("ODATA_BASE_URL", "ftp://example.com/odata", "http:// or https://"),
-     ("ODATA_CONCURRENCY", "32", "1 to 16")],
+     ("ODATA_CONCURRENCY", "32", "1 to 16"), ("ODATA_CHANGE_TRACKING", "yes", "auto, on or off")],
 )
 def test_bad_environment_setting_names_the_variable(name, value, allowed, tmp_path):
     # A fresh process: the definitions module must not have been imported already.
@@ -66,6 +69,35 @@ def test_bad_environment_setting_names_the_variable(name, value, allowed, tmp_pa
     assert out.returncode == 2, out.stderr[-2000:]
     assert name in out.stderr and allowed in out.stderr and "Traceback" not in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("env", "flag", "expected"), [
+    (None, None, "auto"), (" ON ", None, "on"), ("", None, "auto"), ("off", "auto", "auto"), (None, "Off", "off")])
+def test_change_tracking_setting_reaches_the_client_config(env, flag, expected, monkeypatch, tmp_path):
+    from well_assets.defs.resources import resources_from_settings
+
+    if env is not None:
+        monkeypatch.setenv("ODATA_CHANGE_TRACKING", env)
+    seen = {}
+
+    class NoFetcher:  # no fetcher process: the import stops before it would use one
+        def __init__(self, **_): pass
+        def __enter__(self): return self
+        def __exit__(self, *exc): return False
+
+    def stop_import(request, **_):  # where the import would start, the settings are final
+        seen["settings"] = request.settings
+        raise ConfigError("stop", None, "nothing")
+
+    monkeypatch.setattr("well_assets.pages.fetcher.PageFetcher", NoFetcher)
+    monkeypatch.setattr("well_assets.cli.importer.run_import", stop_import)
+    flags = ["--change-tracking", flag] if flag is not None else []
+    assert main(["import", "--json", "--base-url", "http://127.0.0.1:9/odata",
+                 "--database", str(tmp_path / "w.duckdb"), *flags]) == 2
+    settings = seen["settings"]
+    assert settings.change_tracking == expected
+    odata = resources_from_settings(settings)["odata"]
+    assert odata.client_config().change_tracking == expected
 
 
 def test_json_summary_shape_and_exit_code(demo_server, db_path, capsys):
