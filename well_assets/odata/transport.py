@@ -131,7 +131,7 @@ class Transport:
             auth=auth,
             timeout=httpx.Timeout(connect=config.connect_timeout, read=config.read_timeout,
                                   write=config.read_timeout, pool=config.read_timeout),
-            headers={"Accept": ACCEPT_JSON, "OData-MaxVersion": "4.0", "User-Agent": USER_AGENT},
+            headers={"Accept": ACCEPT_JSON, "OData-MaxVersion": "4.01", "User-Agent": USER_AGENT},
             follow_redirects=False,  # a redirect could carry credentials elsewhere
             verify=_tls_context(config.base_url),
         )
