@@ -27,6 +27,12 @@ BACKFILL_TAG = "dagster/backfill"
 TRIGGER_TAG = "well_assets/trigger"
 # One `well-assets import` command may launch several runs: they share this tag's value.
 IMPORT_TAG = "well_assets/import"
+# How a run syncs its pages: absent = read from the source (by offset or key range);
+# SYNC_DELTA = apply the changes of the source's delta link; SYNC_RESYNC = read every page
+# again because the delta link expired (the run drops it and takes a new baseline).
+SYNC_TAG = "well_assets/sync"
+SYNC_DELTA = "delta"
+SYNC_RESYNC = "resync"
 
 
 def import_id(tags: Mapping[str, str], run_id: str, root_run_id: str | None) -> str:

@@ -16,11 +16,14 @@ from well_assets import storage
 from well_assets.defs.metadata import COLUMN_SCHEMA, REJECTS_COLUMN_SCHEMA
 from well_assets.defs.partitions import odata_pages
 from well_assets.defs.resources import ODataResource, WellsDatabase
-from well_assets.names import import_id
+from well_assets.errors import ChangeTrackingUnavailable
+from well_assets.names import SYNC_DELTA, SYNC_RESYNC, SYNC_TAG, import_id
+from well_assets.pages.delta import DeltaStream
 from well_assets.pages.keys import page_index
 from well_assets.pages.ranges import raw_key
 from well_assets.pages.stream import PageStream
 from well_assets.reporting import summary as report
+from well_assets.storage import tracking
 from well_assets.validation.model import DEFAULT_MAX_DAILY_VOLUME, ValidationSettings
 
 # dagster.yaml lists this logger under python_logs, so its INFO+ lines (retries,
@@ -94,6 +97,21 @@ def well_production(
     started = record.start_time if record is not None and record.start_time else time.time()
     source = odata.source_identity()
     instance = context.instance
+    sync = run.tags.get(SYNC_TAG)
+    if sync == SYNC_DELTA:
+        return DeltaStream(
+            fetcher=None,
+            client_config=odata.client_config(run_id=run.run_id[:8]),
+            pages=pages,
+            page_size=odata.page_size,
+            source=source,
+            validation=ValidationSettings(max_daily_volume=config.max_daily_volume),
+            logger_name=ODATA_LOGGER.name,
+            root_run_id=root_run,
+            import_id=import_id(run.tags, run.run_id, run.root_run_id),
+            run_started_at=datetime.fromtimestamp(started, UTC).replace(tzinfo=None),
+        )
+    _take_baseline(context, odata, wells_db, source, expired=sync == SYNC_RESYNC)
     return PageStream(
         fetcher=odata.page_fetcher(),
         client_config=odata.client_config(run_id=run.run_id[:8], cache_namespace=root_run),
@@ -111,6 +129,34 @@ def well_production(
         max_delete_fraction=wells_db.max_delete_fraction,
         register_keys=lambda keys: instance.add_dynamic_partitions(odata_pages.name, keys),
     )
+
+
+def _take_baseline(context: dg.AssetExecutionContext, odata: ODataResource, wells_db: WellsDatabase, source: str,
+                   expired: bool) -> None:
+    """Change tracking before a run reads its pages: unless the source has a delta link (or a
+    baseline is being taken), ask the source for one now. It becomes the delta link once
+    every page was synced after this moment (the IO manager checks after the pages).
+    ``expired``: the run re-syncs because the delta link expired; it drops that link first."""
+    if odata.change_tracking == "off":
+        return
+    store = wells_db.store()
+    with store.connection() as con:
+        if expired and tracking.drop_delta_link(con, source):
+            context.log.info("change tracking: the expired delta link was dropped; this re-sync takes a new baseline")
+        state = tracking.sync_state(con, source)
+    if state is not None and (state.delta_link or state.pending_link):
+        return
+    taken_at = storage.utc_now()
+    try:
+        with odata.client(run_id=context.run.run_id[:8]) as client:
+            baseline = client.start_tracking()
+    except ChangeTrackingUnavailable as exc:
+        raise dg.Failure(description=exc.message, allow_retries=False) from None
+    if baseline.delta_link is None:
+        return
+    with store.connection() as con:
+        if tracking.begin_baseline(con, source, baseline.delta_link, taken_at):
+            context.log.info("change tracking: baseline taken; it becomes the delta link once every page is synced")
 
 
 def _known_ranges(wells_db: WellsDatabase, source: str, pages: list[int]) -> dict[int, tuple]:

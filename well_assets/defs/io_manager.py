@@ -18,11 +18,13 @@ import polars as pl
 from pydantic import Field
 
 from well_assets import storage
+from well_assets.storage import tracking
 from well_assets.defs.dagster_internals import add_partition_metadata
 from well_assets.defs.metadata import page_metadata
 from well_assets.errors import DatabaseError, DeleteGuardError, WellAssetsError
 from well_assets.odata import ODataClient
 from well_assets.pages import progress
+from well_assets.pages.delta import DeltaStream
 from well_assets.pages.keys import page_key
 from well_assets.pages.ranges import plan_offset_page, raw_key, split, within
 from well_assets.pages.stream import PageItem, PageStream
@@ -57,11 +59,14 @@ class WellsDuckDBIOManager(dg.ConfigurableIOManager):
                 context.log.info(f"{len(done)} page(s) already committed by this run group; not fetched again")
                 obj.skip_pages(done)
             sync.learn_map()
+            if isinstance(obj, DeltaStream):
+                obj.prepare(sync.writer.con)
             progress.started(total=len(obj.pending))
             for item in obj:
                 sync.commit(item)
             if sync.drifted:
                 sync.verify()
+            sync.track_changes()
         finally:
             sync.writer.close()
         if sync.new_keys and obj.register_keys is not None:
@@ -128,6 +133,9 @@ class _Sync:
         stream = self.stream
         if item.failed:
             return self._record(item, None, None, None)
+        if isinstance(stream, DeltaStream):  # changes from the delta, to apply as they are
+            return self._record(item, self.lowers.get(item.page), self.upper(item.page), item.validated,
+                                read_by="delta", mirror=False, gone=item.gone or [])
         if item.page in stream.ranges:  # read by its key range
             lower, upper = self.lowers.get(item.page), self.upper(item.page)
             if upper is None and item.split_keys:  # the last page outgrew a page: split it
@@ -171,7 +179,7 @@ class _Sync:
 
     def _record(self, item: PageItem, lower: Key | None, upper: Key | None, rows: ValidatedPage | None, *,
                 read_by: str | None = None, repaired: int = 0, next_lower: Key | None = None,
-                mirror: bool = True) -> dict:
+                mirror: bool = True, gone: list[tuple[Key, bool]] | None = None) -> dict:
         """Writes the page (or its failure) in one transaction; reports it."""
         stream, con = self.stream, self.writer.con
         base = _figures(item, stream, self.context.run_id)
@@ -179,8 +187,10 @@ class _Sync:
         error = item.error
         figures: dict
         if error is None and rows is not None:
+            removals = sum(1 for _key, removed in gone or [] if removed)
             write = PageWrite(**base, valid=rows.valid, rejects=rows.rejects, in_page_duplicates=rows.in_page_duplicates,
-                              rows_fetched=rows.valid.height + rows.rejects.height + rows.in_page_duplicates,
+                              rows_fetched=rows.valid.height + rows.rejects.height + rows.in_page_duplicates + removals,
+                              gone=gone,
                               validate_seconds=rows.validate_seconds, lower=lower, upper=upper,
                               next_lower=next_lower, mirror_deletes=mirror,
                               lower_recorded=item.page in self.mapped,
@@ -226,6 +236,23 @@ class _Sync:
         return {key for _, key in self.stream.pages}
 
     # -- after the pages ----------------------------------------------------------------
+
+    def track_changes(self) -> None:
+        """Change tracking after the pages: a full sync's baseline becomes the delta link
+        once every page was synced after it was taken; a delta run says whether it applied
+        every staged change (the delta link then moved on, in the last page's transaction)."""
+        con, source, log = self.writer.con, self.stream.source, self.context.log
+        if isinstance(self.stream, DeltaStream):
+            read = self.stream.read
+            state = tracking.sync_state(con, source)
+            left = state.staged_changes if state is not None else 0
+            log.info((f"delta read: {read.changed} changed and {read.removed} removed row(s) in {read.requests} "
+                      "request(s); " if read.requests else "applied changes staged by an earlier run; ")
+                     + ("every change applied: the delta link moved on" if not left
+                        else f"{left} staged change(s) left for other pages (the sensor requests them)"))
+        elif tracking.promote_baseline(con, source):
+            log.info("change tracking: every page was synced after the baseline was taken; from now on the "
+                     "sensor reads the source's changes from its delta link")
 
     def verify(self) -> None:
         """The source changed during this import: the pages read before the change may
@@ -296,7 +323,8 @@ def _figures(item: PageItem, stream: PageStream, run_id: str) -> dict:
         "run_started_at": stream.run_started_at,
         "max_daily_volume": stream.validation.max_daily_volume,
         # this process (the writer) and the page fetcher, the peak of each so far
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + stream.fetcher.peak_rss_mb,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                  + (stream.fetcher.peak_rss_mb if stream.fetcher is not None else 0.0),
     }
 
 

@@ -14,6 +14,16 @@ reach the source or finds the database being written (shown in the UI's tick his
 What counts cannot see, as many rows inserted as deleted within one group, and changed
 values, the nightly refresh catches: it reads every page again.
 
+With OData change tracking (a source that applies ``odata.track-changes``, and
+``ODATA_CHANGE_TRACKING`` not ``off``), once a full sync has taken a baseline, a tick reads
+the source's changes since its delta link instead of counting: new and changed rows in full
+and removed keys. It requests runs (tagged ``well_assets/sync=delta``) for exactly the pages
+those changes fall in; the first of them stages the changes, each page applies its own in
+its transaction, and the delta link moves on with the last one (``storage.tracking``).
+Changes staged and not applied yet (a failed run) are requested again before the link is
+read again. A tick with no changes skips and says so; an expired link (410 Gone) starts a
+full re-sync (``well_assets/sync=resync``) that takes a new baseline.
+
 The cursor (JSON) holds ``source``, ``page_size`` and a tick sequence number ``seq`` that
 only moves when the sensor requests work; the run key (``odata-pages-<first>-<last>-seq<seq>``)
 makes Dagster drop a repeat if a tick's cursor update was lost. A failed run is not retried
@@ -35,22 +45,27 @@ from well_assets.defs.assets import MAX_PAGES_PER_RUN
 from well_assets.defs.jobs import odata_import_job, range_tags
 from well_assets.defs.partitions import odata_pages
 from well_assets.defs.resources import ODataResource, WellsDatabase
-from well_assets.errors import ConfigError, DatabaseError, WellAssetsError
-from well_assets.names import SENSOR_NAME, TRIGGER_TAG
+from well_assets.errors import ConfigError, DatabaseError, DeltaLinkExpired, WellAssetsError
+from well_assets.names import SENSOR_NAME, SYNC_DELTA, SYNC_RESYNC, SYNC_TAG, TRIGGER_TAG
 from well_assets.odata import ODataClient
+from well_assets.pages.delta import PageLocator, place
 from well_assets.pages.keys import blocks, missing_keys, page_count, page_key, range_problem, run_ranges
 from well_assets.pages.ranges import changed_pages
 from well_assets.settings import Settings
+from well_assets.storage import tracking
+from well_assets.storage.tracking import SyncState
 
 
 @dataclass(frozen=True)
 class TickPlan:
-    """What one tick does: keys to add (ascending), page ranges to run, why, new cursor."""
+    """What one tick does: keys to add (ascending), page ranges to run, why, new cursor,
+    and the tags of its runs beyond the page range's (how they sync)."""
 
     to_add: list[str]
     ranges: list[tuple[int, int]]
     reason: str
     cursor: dict | None  # None: keep the cursor as it is
+    tags: dict = dataclasses.field(default_factory=dict)
 
 
 def parse_cursor(raw: str | None) -> dict:
@@ -100,10 +115,49 @@ def plan_sync(cursor: dict, mapped: list, synced_rows: dict[int, int], client: O
     if not changed:
         return TickPlan([], [], f"source unchanged: {len(mapped)} page(s) checked with {requests} count request(s)",
                         None)
-    shown = ", ".join(page_key(p) for p in changed[:20]) + (" ..." if len(changed) > 20 else "")
-    reason = f"{len(changed)} page(s) to sync ({requests} count request(s)): {shown}"
+    reason = f"{len(changed)} page(s) to sync ({requests} count request(s)): {_shown(changed)}"
     seq = int(cursor.get("seq", 0)) + 1
     return TickPlan(to_add, blocks(changed, MAX_PAGES_PER_RUN), reason, {"source": source, "page_size": page_size, "seq": seq})
+
+
+def plan_delta(cursor: dict, mapped: list, state: SyncState, staged: list[int], client: ODataClient,
+               source: str, page_size: int) -> TickPlan:
+    """With a delta link: the pages that hold staged changes not applied yet, else the pages
+    the changes since the delta link fall in (or every page, when the link expired)."""
+    seq = int(cursor.get("seq", 0)) + 1
+    new_cursor = {"source": source, "page_size": page_size, "seq": seq}
+    delta_tags = {SYNC_TAG: SYNC_DELTA}
+    if staged:
+        return TickPlan([], blocks(staged, MAX_PAGES_PER_RUN),
+                        f"{state.staged_changes} staged delta change(s) in {len(staged)} page(s) not applied yet: "
+                        + _shown(staged), new_cursor, delta_tags)
+    try:
+        delta = client.read_delta(state.delta_link)
+    except DeltaLinkExpired:
+        last = mapped[-1][0]
+        return TickPlan([], run_ranges(0, last, MAX_PAGES_PER_RUN),
+                        f"the delta link expired (the source no longer serves it): full re-sync of {last + 1} page(s), "
+                        "which takes a new baseline", new_cursor, {SYNC_TAG: SYNC_RESYNC})
+    if not delta.changed and not delta.removed:
+        return TickPlan([], [], f"no changes at the source since the last sync (delta link read with "
+                                f"{delta.requests} request(s))", None)
+    locator = PageLocator(mapped)
+    pages = sorted({change.page for change in place(delta.changed, delta.removed, client.config.key_names, locator)})
+    return TickPlan([], blocks(pages, MAX_PAGES_PER_RUN),
+                    f"delta: {len(delta.changed)} new or changed and {len(delta.removed)} removed row(s) in "
+                    f"{len(pages)} page(s) ({delta.requests} request(s)): " + _shown(pages), new_cursor, delta_tags)
+
+
+def _shown(pages: list[int]) -> str:
+    return ", ".join(page_key(p) for p in pages[:20]) + (" ..." if len(pages) > 20 else "")
+
+
+def _delta_runs_active(instance: dg.DagsterInstance) -> bool:
+    """Runs applying delta changes, queued or running: a tick waits for them (they apply
+    what is staged; asking again would only start runs with nothing left to apply)."""
+    active = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED]
+    return bool(instance.get_run_records(dg.RunsFilter(tags={SYNC_TAG: SYNC_DELTA}, statuses=active), limit=1))
 
 
 def sensor_client(odata: ODataResource) -> ODataClient:
@@ -127,11 +181,16 @@ def build_page_sensor(settings: Settings) -> dg.SensorDefinition:
         cursor = parse_cursor(context.cursor)
         try:
             source = odata.source_identity()
-            mapped, synced_rows = _table_state(wells_db, source)
+            mapped, synced_rows, state, staged = _table_state(wells_db, source)
             registered = list(context.instance.get_dynamic_partitions(odata_pages.name))
+            tracked = odata.change_tracking != "off" and state is not None and (state.delta_link or staged)
+            if tracked and mapped and _delta_runs_active(context.instance):
+                return dg.SkipReason("runs applying delta changes are queued or running; waiting for them")
             with sensor_client(odata) as client:
                 if not any(synced for _page, _lower, synced in mapped):
                     plan = plan_tick(cursor, client.count(), odata.page_size, source, registered)
+                elif tracked:
+                    plan = plan_delta(cursor, mapped, state, staged, client, source, odata.page_size)
                 else:
                     plan = plan_sync(cursor, mapped, synced_rows, client, odata.page_size, source, registered)
         except ConfigError as exc:
@@ -147,7 +206,7 @@ def build_page_sensor(settings: Settings) -> dg.SensorDefinition:
         requests = [
             dg.RunRequest(
                 run_key=f"odata-pages-{page_key(first)}-{page_key(last)}-seq{seq}",
-                tags={**range_tags(first, last), TRIGGER_TAG: "sensor"},
+                tags={**range_tags(first, last), TRIGGER_TAG: "sensor", **plan.tags},
             )
             for first, last in plan.ranges
         ]
@@ -167,16 +226,18 @@ def build_page_sensor(settings: Settings) -> dg.SensorDefinition:
     )(odata_page_sensor)
 
 
-def _table_state(wells_db: WellsDatabase, source: str) -> tuple[list, dict]:
-    """The page map and the source's count of each synced page's range at its sync (empty
-    before the first import). A tick does not wait for a run that holds the database: it
-    tries again next time."""
+def _table_state(wells_db: WellsDatabase, source: str) -> tuple[list, dict, SyncState | None, list[int]]:
+    """The page map, the source's count of each synced page's range at its sync, the
+    change-tracking state and the pages with staged delta changes (empty before the first
+    import). A tick does not wait for a run that holds the database: it tries again next
+    time."""
     store = wells_db.store()
     if not store.path.exists():
-        return [], {}
+        return [], {}, None, []
     quick = type(store)(store.path, lock_timeout=2.0)
     with quick.connection(read_only=True, lean=True) as con:
         if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'odata_page_map'"
                            ).fetchone()[0]:
-            return [], {}
-        return storage.page_map(con, source), storage.synced_source_rows(con, source)
+            return [], {}, None, []
+        return (storage.page_map(con, source), storage.synced_source_rows(con, source),
+                tracking.sync_state(con, source), tracking.staged_pages(con, source))

@@ -100,6 +100,8 @@ class PageItem:
     worker_pid: int = 0
     worker_peak_rss_mb: float = 0.0
     log_records: list[logging.LogRecord] = field(default_factory=list)
+    # A page of delta changes: the keys to delete (see storage.PageWrite.gone); None otherwise.
+    gone: list[tuple] | None = None
 
     @property
     def failed(self) -> bool:

@@ -41,6 +41,8 @@ def build_summary(ledger: pl.DataFrame) -> dict[str, Any]:
     deleted = int(_sum(ok, "rows_deleted"))
     repaired = int(_sum(ok, "rows_repaired"))
     rejected = int(_sum(ok, "rows_rejected"))
+    # pages whose changes came from the source's change-tracking delta (no page read)
+    by_delta = ok.filter(pl.col("read_by") == "delta").height if "read_by" in ok.columns else 0
     api = float(_sum(ledger, "fetch_seconds"))
     database = float(_sum(ledger, "db_seconds"))
     validation = float(_sum(ledger, "validate_seconds"))
@@ -73,6 +75,7 @@ def build_summary(ledger: pl.DataFrame) -> dict[str, Any]:
             "total_pages": pages_seen,
             "processed_pages": ok.height,
             "failed_pages": failed.height,
+            "delta_pages": by_delta,
             "page_size": page_size,
             "average_page_time_seconds": round(wall_seconds / pages_seen, 4) if pages_seen else 0.0,
         },
@@ -97,7 +100,8 @@ def build_summary(ledger: pl.DataFrame) -> dict[str, Any]:
     if success:
         message = (f"Imported {processed} records from {ok.height} page(s): {new} new, {updated} updated, "
                    f"{duplicate} duplicate, {deleted} deleted, {rejected} rejected"
-                   + (f"; {repaired} repaired after the source changed during the import" if repaired else ""))
+                   + (f"; {repaired} repaired after the source changed during the import" if repaired else "")
+                   + (f"; {by_delta} page(s) applied from the source's change-tracking delta" if by_delta else ""))
     else:
         message = f"{failed.height} of {pages_seen} page(s) failed: " + ", ".join(p["partition_key"] for p in failed_pages)
     return {"success": success, "data": data, "message": message}

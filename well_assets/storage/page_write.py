@@ -86,7 +86,7 @@ def _upsert_rows(con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, rows: Any,
             fetch_all(con, sql.INSERT_NEW_PAGE, params)
         except duckdb.ConstraintException:
             fast.found(keys_stored=True)
-            _rollback(con)  # which drops the registration too: it is a temporary view
+            rollback(con)  # which drops the registration too: it is a temporary view
             con.execute("BEGIN TRANSACTION").fetchall()
             con.register(sql.PAGE_VALID_VIEW, rows)
         else:
@@ -100,7 +100,7 @@ def _upsert_rows(con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, rows: Any,
 
 
 @contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, name: str, rows: Any) -> Iterator[None]:
+def registered(con: duckdb.DuckDBPyConnection, name: str, rows: Any) -> Iterator[None]:
     """``rows`` visible to SQL as ``name`` for the block. On an error the transaction is
     rolled back first: a failed statement aborts it, and an aborted transaction refuses
     ``unregister`` (which would hide the statement's own error)."""
@@ -108,7 +108,7 @@ def _registered(con: duckdb.DuckDBPyConnection, name: str, rows: Any) -> Iterato
     try:
         yield
     except BaseException:
-        _rollback(con)
+        rollback(con)
         con.unregister(name)
         raise
     con.unregister(name)
@@ -167,7 +167,7 @@ def _replace_rejects(con: duckdb.DuckDBPyConnection, rejects: pl.DataFrame | Non
     rejects = _prepare_rejects(rejects)
     if rejects is None:
         return 0
-    with _registered(con, sql.PAGE_REJECTS_VIEW, rejects.to_arrow()):
+    with registered(con, sql.PAGE_REJECTS_VIEW, rejects.to_arrow()):
         fetch_all(con, sql.DELETE_SEEN_REJECTS)
         fetch_all(con, sql.INSERT_REJECTS, params)
     return rejects.height
@@ -178,7 +178,7 @@ def _insert_ledger(con: duckdb.DuckDBPyConnection, row: dict[str, Any], statemen
     fetch_all(con, statement, {**{c: row.get(c) for c in sql.LEDGER_COLUMNS}, **(extra or {})})
 
 
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
     try:
         con.execute("ROLLBACK").fetchall()
     except duckdb.Error:  # no transaction active (BEGIN itself failed)
@@ -256,6 +256,30 @@ def _record_lowers(con: duckdb.DuckDBPyConnection, page: PageWrite, now) -> None
                                                 "lower_date": lower[1] if lower else None})
 
 
+_GONE_SCHEMA = {KEY[0]: pl.Utf8, KEY[1]: pl.Date, "removed": pl.Boolean}
+
+
+def _apply_delta_page(con: duckdb.DuckDBPyConnection, page: PageWrite, params: dict, new: int) -> tuple[int, int | None]:
+    """The rest of a page of delta changes, after its rows were upserted: the stored rows of
+    its gone keys deleted (kept in well_production_deleted), its changes unstaged, and the
+    delta link moved on if no staged change is left. -> (rows deleted, the source's count of
+    the page's range now: the last sync's plus the records the delta added, minus the ones
+    it removed; None when the page was never synced)."""
+    gone = pl.DataFrame([(key[0], key[1], removed) for key, removed in page.gone or []], schema=_GONE_SCHEMA,
+                        orient="row")
+    deleted = removed_known = rejected_unknown = 0
+    if gone.height:
+        with registered(con, sql.PAGE_GONE_VIEW, gone.to_arrow()):
+            removed_known, rejected_unknown = fetch_all(con, sql.GONE_FIGURES)[0]
+            fetch_all(con, sql.ARCHIVE_GONE, params)
+            deleted = len(fetch_all(con, sql.DELETE_GONE))
+    where = {"source": page.source, "page": page.page}
+    before = fetch_all(con, sql.LAST_SOURCE_ROWS, where)[0][0]
+    fetch_all(con, sql.UNSTAGE_PAGE, where)
+    fetch_all(con, sql.ADVANCE_DELTA_LINK, {"source": page.source, "now": params["now"]})
+    return deleted, None if before is None else int(before) + new + int(rejected_unknown) - int(removed_known)
+
+
 def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert) -> PageCounts:
     """Store one page in ONE transaction; see the module docstring. Must be called
     outside a transaction; ``fast`` is the writer's FastInsert state. Raises
@@ -271,7 +295,7 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
         # Registered once for the whole transaction: the upsert, the stale-row check and
         # the range's figures all read the page's rows from it.
         rows = valid.to_arrow()
-        with _registered(con, sql.PAGE_VALID_VIEW, rows):
+        with registered(con, sql.PAGE_VALID_VIEW, rows):
             new, updated, unchanged = _upsert_rows(con, valid, rows, params, fast)
             deleted = 0
             if page.mirror_deletes and not fast.nothing_stored_from(con, page.lower):
@@ -280,6 +304,10 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
             syncs = _syncs_range(page)
             if syncs:
                 _record_lowers(con, page, now)
+            if page.gone is not None:
+                deleted, synced_rows = _apply_delta_page(con, page, params, new)
+            else:
+                synced_rows = source_rows(page, valid.height) if syncs else None
             rows_fetched = page.rows_fetched
             if rows_fetched is None:
                 rows_fetched = valid.height + rejected + page.in_page_duplicates
@@ -299,7 +327,7 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
                     "in_page_duplicates": page.in_page_duplicates,
                     "lower_key": key_text(page.lower),
                     "upper_key": key_text(page.upper),
-                    "source_rows": source_rows(page, valid.height) if syncs else None,
+                    "source_rows": synced_rows,
                     "db_seconds": time.perf_counter() - started,
                     "ended_at": utc_now(),
                 },
@@ -309,10 +337,10 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
             con.execute("COMMIT").fetchall()
         fast.committed(valid)
     except DeleteGuardError as exc:
-        _rollback(con)
+        rollback(con)
         raise errors.DeleteGuardError(str(exc), page=page.page, partition_key=page.partition_key) from None
     except Exception as exc:
-        _rollback(con)
+        rollback(con)
         raise errors.DatabaseError(
             f"page {page.page}: write failed and was rolled back: {type(exc).__name__}: {exc}",
             page=page.page,

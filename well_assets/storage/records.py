@@ -94,6 +94,11 @@ class PageWrite(PageFigures):
     # forgot its range must not empty the whole key space.
     mirror_deletes: bool = False
     max_delete_fraction: float = 1.0
+    # A page of delta changes (None: a page read from the source): the keys to delete, each
+    # with whether the source removed it (True) or sent a record that validation rejects
+    # (False: the source no longer has a valid row for it). Applying the page unstages its
+    # changes (storage.tracking).
+    gone: list[tuple[Key, bool]] | None = None
 
 
 @dataclass(kw_only=True)

@@ -134,3 +134,34 @@ CREATE TABLE IF NOT EXISTS odata_import_settings (
     page_size  INTEGER   NOT NULL,
     created_at TIMESTAMP NOT NULL
 );
+
+-- OData change tracking, per source (README "Change tracking"):
+--   delta_link: the changes since the table was last known equal to the source (NULL: none;
+--     the sensor then finds changes by counting page ranges);
+--   pending_link / pending_taken_at: a baseline being taken: a link asked for before a full
+--     sync's page reads; it becomes delta_link once every page was synced after it was taken;
+--   staged_link: a delta read into odata_delta_staging; delta_link becomes staged_link in the
+--     transaction that applies the last staged change, never before.
+-- A delta link is a secret-bearing URL: it never leaves this table (no log, no metadata).
+CREATE TABLE IF NOT EXISTS odata_sync_state (
+    source            VARCHAR   PRIMARY KEY,
+    delta_link        VARCHAR,
+    link_taken_at     TIMESTAMP,
+    pending_link      VARCHAR,
+    pending_taken_at  TIMESTAMP,
+    staged_link       VARCHAR,
+    staged_at         TIMESTAMP,
+    updated_at        TIMESTAMP NOT NULL
+);
+
+-- The changes of a delta read and not yet applied, by the page whose key range holds them:
+-- a changed entity as its JSON record (validated when applied), a removed one by its key as
+-- the source sent it. A page's rows leave this table in the transaction that applies them.
+CREATE TABLE IF NOT EXISTS odata_delta_staging (
+    source           VARCHAR   NOT NULL,
+    page             INTEGER   NOT NULL,
+    record           VARCHAR,
+    well_code        VARCHAR,
+    production_date  VARCHAR,
+    reason           VARCHAR
+);

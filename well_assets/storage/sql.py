@@ -270,3 +270,92 @@ SELECT page, count(*) FILTER (WHERE is_row = 1) AS rows,
        coalesce(sum(hash(well_code, production_date)::HUGEINT) FILTER (WHERE is_row = 1), 0) AS key_checksum
 FROM placed GROUP BY page ORDER BY page
 """
+
+# -- change tracking (storage.tracking) --------------------------------------------------
+SYNC_STATE = """
+SELECT delta_link, link_taken_at, pending_link, pending_taken_at, staged_link,
+       (SELECT count(*) FROM odata_delta_staging WHERE source = $source) AS staged_changes
+FROM odata_sync_state WHERE source = $source
+"""
+STAGED_PAGES = "SELECT DISTINCT page FROM odata_delta_staging WHERE source = $source ORDER BY page"
+_ENSURE_SYNC_STATE = """
+INSERT INTO odata_sync_state (source, updated_at) SELECT $source, $now
+WHERE NOT EXISTS (SELECT 1 FROM odata_sync_state WHERE source = $source)
+"""
+# A baseline is begun once: a full sync's later runs keep the first one's link.
+BEGIN_BASELINE = """
+UPDATE odata_sync_state SET pending_link = $link, pending_taken_at = $taken_at, updated_at = $now
+WHERE source = $source AND pending_link IS NULL
+"""
+# The pending baseline becomes the delta link when every mapped page was synced (read by
+# offset or by range, and committed) after the link was taken.
+PROMOTE_BASELINE = """
+UPDATE odata_sync_state SET delta_link = pending_link, link_taken_at = pending_taken_at,
+       pending_link = NULL, pending_taken_at = NULL, updated_at = $now
+WHERE source = $source AND pending_link IS NOT NULL
+  AND EXISTS (SELECT 1 FROM odata_page_map WHERE source = $source)
+  AND NOT EXISTS (
+      SELECT 1 FROM odata_page_map m WHERE m.source = $source AND NOT EXISTS (
+          SELECT 1 FROM odata_page_log l
+          WHERE l.source = $source AND l.page = m.page AND l.status = 'succeeded'
+            AND l.read_by IN ('offset', 'range') AND l.started_at >= $taken_at))
+RETURNING 1
+"""
+# An expired delta link (and whatever was staged from it) is dropped by the full re-sync that replaces it.
+DROP_DELTA_LINK = """
+UPDATE odata_sync_state SET delta_link = NULL, link_taken_at = NULL, staged_link = NULL, staged_at = NULL,
+       pending_link = NULL, pending_taken_at = NULL, updated_at = $now
+WHERE source = $source AND delta_link IS NOT NULL
+RETURNING 1
+"""
+CLEAR_STAGING = "DELETE FROM odata_delta_staging WHERE source = $source"
+SET_STAGED_LINK = """
+UPDATE odata_sync_state SET staged_link = $link, staged_at = $now, updated_at = $now
+WHERE source = $source AND delta_link = $from_link AND staged_link IS NULL
+RETURNING 1
+"""
+STAGED_DELTA_VIEW = "wa_staged_delta"
+STAGE_CHANGES = f"""
+INSERT INTO odata_delta_staging (source, page, record, well_code, production_date, reason)
+SELECT $source, page, record, well_code, production_date, reason FROM {STAGED_DELTA_VIEW}
+"""
+STAGED_CHANGES_OF_PAGE = """
+SELECT record, well_code, production_date, reason FROM odata_delta_staging
+WHERE source = $source AND page = $page
+"""
+UNSTAGE_PAGE = "DELETE FROM odata_delta_staging WHERE source = $source AND page = $page"
+# The last staged change applied: the delta link moves on, in the same transaction.
+ADVANCE_DELTA_LINK = """
+UPDATE odata_sync_state SET delta_link = staged_link, link_taken_at = staged_at, staged_link = NULL,
+       staged_at = NULL, updated_at = $now
+WHERE source = $source AND staged_link IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM odata_delta_staging WHERE source = $source)
+RETURNING 1
+"""
+
+# A delta page: the stored rows of the keys the delta removed, or whose record it brings
+# but validation rejects (the source no longer has a valid row for them), are deleted and
+# kept in well_production_deleted.
+PAGE_GONE_VIEW = "wa_page_gone"
+GONE_FIGURES = f"""
+SELECT count(*) FILTER (WHERE g.removed AND w.well_code IS NOT NULL),
+       count(*) FILTER (WHERE NOT g.removed AND w.well_code IS NULL)
+FROM {PAGE_GONE_VIEW} g LEFT JOIN well_production w
+  ON w.well_code = g.well_code AND w.production_date = g.production_date
+"""
+ARCHIVE_GONE = f"""
+INSERT INTO well_production_deleted
+SELECT w.well_code, w.production_date, w.oil_production, w.gas_production, w.water_production,
+       w.source_page, w.imported_at, w.updated_at, $page, $run_id, $now
+FROM well_production w JOIN {PAGE_GONE_VIEW} g
+  ON w.well_code = g.well_code AND w.production_date = g.production_date
+"""
+DELETE_GONE = f"""
+DELETE FROM well_production AS w USING {PAGE_GONE_VIEW} AS g
+WHERE w.well_code = g.well_code AND w.production_date = g.production_date
+RETURNING 1
+"""
+LAST_SOURCE_ROWS = """
+SELECT arg_max(source_rows, log_id) FROM odata_page_log
+WHERE source = $source AND page = $page AND status = 'succeeded' AND source_rows IS NOT NULL
+"""

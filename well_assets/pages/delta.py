@@ -1,0 +1,127 @@
+"""The pages of a run that applies OData delta changes (no Dagster).
+
+A delta holds new and changed entities in full and removed ones by key, so no page is read
+again: each change goes to the page whose key range holds its key (the page map's lower
+keys; keys past the last page's lower key belong to the last page, which is open-ended),
+and each page's changes are validated and committed in the page's own transaction. The
+delta is read once, by the first run that needs it, and staged in DuckDB with the link
+after it (``storage.tracking``); every run applies the staged changes of its own pages.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Iterator
+
+import duckdb
+
+from well_assets import errors
+from well_assets.odata import ODataClient
+from well_assets.pages.fetcher import PageItem
+from well_assets.pages.stream import PageStream
+from well_assets.storage import Key, page_map, to_key
+from well_assets.storage import tracking
+from well_assets.validation.page import validate_page
+
+
+@dataclass(frozen=True)
+class DeltaRead:
+    """What a run read from the source's delta link (zero: it applied changes staged before)."""
+
+    changed: int = 0
+    removed: int = 0
+    requests: int = 0
+
+
+class PageLocator:
+    """The page whose key range holds a key, from the page map's lower keys."""
+
+    def __init__(self, mapped: list[tuple[int, Key | None, bool]]) -> None:
+        bounded = sorted((page, lower) for page, lower, _synced in mapped if page > 0 and lower is not None)
+        self._pages = [page for page, _ in bounded]
+        self._lowers = [lower for _, lower in bounded]
+
+    def page_of(self, raw_key: tuple) -> int:
+        """The page of a key as the source sends it. A key that is not a valid one (a record
+        validation will reject) is placed by its well code alone; without one, in page 0,
+        where OData sorts nulls."""
+        key = to_key(raw_key)
+        if key is None:
+            code = raw_key[0] if raw_key and isinstance(raw_key[0], str) else None
+            if not code:
+                return 0
+            key = (code, date.min)
+        i = bisect.bisect_right(self._lowers, key)
+        return self._pages[i - 1] if i else 0
+
+
+def place(changed: list[dict], removed: list, key_names: tuple[str, ...], locator: PageLocator) -> list[tracking.StagedChange]:
+    """The delta's changes as staged rows, each in the page that holds its key."""
+    out = []
+    for record in changed:
+        raw = tuple(record.get(name) for name in key_names)
+        out.append(tracking.StagedChange(locator.page_of(raw), record=json.dumps(record, sort_keys=True, default=str)))
+    for entry in removed:
+        code, day = (entry.key + (None, None))[:2]
+        out.append(tracking.StagedChange(locator.page_of((code, day)), well_code=code, production_date=day,
+                                         reason=entry.reason))
+    return out
+
+
+@dataclass
+class DeltaStream(PageStream):
+    """The pages of a delta run: their staged changes, validated, as PageItems with the
+    keys to delete (``gone``). ``prepare`` (with the writer's connection) reads and stages
+    the delta first if nothing is staged yet."""
+
+    read: DeltaRead = field(default_factory=DeltaRead)
+    _items: list[PageItem] = field(default_factory=list)
+
+    def prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        state = tracking.sync_state(con, self.source)
+        if state is None or (state.delta_link is None and not state.staged_changes):
+            raise errors.PaginationError("no delta link to read: the source's changes are synced page by page "
+                                         "until a full sync takes a baseline")
+        if state.staged_link is None:
+            with ODataClient(self.client_config) as client:
+                delta = client.read_delta(state.delta_link)
+            locator = PageLocator(page_map(con, self.source))
+            changes = place(delta.changed, delta.removed, self.client_config.key_names, locator)
+            tracking.stage_delta(con, self.source, state.delta_link, changes, delta.delta_link)
+            self.read = DeltaRead(len(delta.changed), len(delta.removed), delta.requests)
+        self._items = [self._item(con, page, key) for page, key in self.pending]
+
+    def _item(self, con: duckdb.DuckDBPyConnection, page: int, key: str) -> PageItem:
+        item = PageItem(page=page, partition_key=key, started_at=datetime.now(UTC).replace(tzinfo=None))
+        changes = tracking.staged_changes(con, self.source, page)
+        gone: list[tuple[Key, bool]] = []
+        for change in changes:
+            if change.record is None:
+                removed = to_key((change.well_code, change.production_date))
+                if removed is not None:
+                    gone.append((removed, True))
+        try:
+            item.validated = validate_page([json.loads(c.record) for c in changes if c.record is not None],
+                                           self.validation)
+        except errors.WellAssetsError as exc:
+            item.error = exc
+            return item
+        rejects = item.validated.rejects
+        for code, day in zip(rejects["well_code"].to_list(), rejects["production_date"].to_list()):
+            rejected = to_key((code, day))
+            if rejected is not None:
+                gone.append((rejected, False))
+        item.gone = gone
+        return item
+
+    def tasks(self) -> list:
+        return []
+
+    def __iter__(self) -> Iterator[PageItem]:
+        yield from self._items
+
+
+__all__ = ["DeltaRead", "DeltaStream", "PageLocator", "place"]
