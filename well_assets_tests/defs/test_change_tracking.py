@@ -10,6 +10,12 @@ daemon does (``well_assets_tests.ticks``).
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import dagster as dg
 import httpx
@@ -200,3 +206,67 @@ def test_on_without_support_fails_the_run_naming_the_setting(demo_server, db_pat
     failure = next(e for e in runs[0].all_events if e.event_type_value == "STEP_FAILURE")
     assert "ODATA_CHANGE_TRACKING=on" in failure.step_failure_data.error.message
     assert query(db_path, "select count(*) from well_production") == [(0,)]  # nothing written
+
+
+# A delta run in a process of its own that stops inside its first page's transaction
+# (after the delta was read and staged) and waits to be killed.
+KILLED_RUN = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    import dagster as dg
+    from well_assets.defs.definitions import build_definitions
+    from well_assets.defs.partitions import register_pages
+    from well_assets.settings import Settings
+    from well_assets.storage import page_write
+
+    base_url, database, first, last, pages, marker = sys.argv[1:7]
+    original = page_write._insert_ledger
+
+    def stall(con, row, *args):
+        if row["status"] == "succeeded":
+            pathlib.Path(marker).write_text("in the transaction")
+            time.sleep(600)
+        return original(con, row, *args)
+
+    page_write._insert_ledger = stall
+    defs = build_definitions(Settings(base_url=base_url, page_size=%d, database=database))
+    with dg.DagsterInstance.ephemeral() as instance:
+        register_pages(instance, int(pages))
+        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
+                "well_assets/sync": "delta"}
+        defs.resolve_job_def("odata_import_job").execute_in_process(instance=instance, tags=tags)
+    """
+) % PAGE_SIZE
+
+
+def test_a_run_killed_after_reading_the_delta_loses_no_change(demo_server, db_path, instance, tmp_path):
+    server = demo_server(rows=ROWS, days_per_well=DAYS, bad_rows=0)
+    defs = definitions(server.base_url, db_path)
+    _, cursor, _ = tick_and_run(instance, defs, None)
+    a_day_of_changes(server)
+    result, cursor = sensor_tick(defs, instance, cursor)
+    first_run = run_requests(result)[0].tags
+    marker, script = tmp_path / "in-transaction", tmp_path / "killed_run.py"
+    script.write_text(KILLED_RUN)
+    child = subprocess.Popen([sys.executable, str(script), server.base_url, db_path,
+                              first_run["dagster/asset_partition_range_start"],
+                              first_run["dagster/asset_partition_range_end"], str(ROWS // PAGE_SIZE), str(marker)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, child.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run never reached its first page's transaction"
+            time.sleep(0.05)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    has_link, staged = delta_link_state(db_path)
+    assert has_link and staged > 0  # read and staged, nothing applied, the link where it was
+    assert query(db_path, "select count(*) from odata_page_log where read_by = 'delta'") == [(0,)]
+
+    _, cursor, syncs = tick_and_run(instance, defs, cursor)  # the next tick: the staged pages
+    assert set(syncs) == {SYNC_DELTA}
+    assert stored_table(db_path) == expected_table(server)
+    assert delta_link_state(db_path) == (True, 0)
+    assert "no changes" in skip_message(sensor_tick(defs, instance, cursor)[0])

@@ -57,7 +57,7 @@ def test_query_on_the_wire_uses_percent_20_and_required_headers():
     assert "+" not in req.raw_target and " " not in req.raw_target
     h = {k.lower(): v for k, v in req.headers.items()}
     assert h["x-request-id"] == "run42-p00003-a1"
-    assert h["odata-maxversion"] == "4.0"
+    assert h["odata-maxversion"] == "4.01"  # it reads 4.01 delta payloads
     assert h["accept"] == "application/json;odata.metadata=minimal"
     assert h["user-agent"] == f"well-assets/{__version__}"
     assert "authorization" not in h
