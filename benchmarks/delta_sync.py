@@ -1,6 +1,6 @@
 """Delta sync against a full re-sync, after a day of changes at a source that tracks changes.
 
-    python benchmarks/delta_sync.py [--rows 1500000] [--changes 3000] [--out benchmarks/RESULTS-delta.md]
+    python benchmarks/delta_sync.py [--rows 1500000] [--changes 3000] [--latency SECONDS] [--out benchmarks/RESULTS-delta.md]
 
 1. The bundled OData service (a separate process, as in run.py) with ``--rows`` rows.
 2. A baseline: ``well-assets import`` into a fresh DuckDB file. It takes the source's delta
@@ -140,12 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=1_500_000)
     ap.add_argument("--changes", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--latency", type=float, default=None,
+                    help="the service's fixed latency per response, seconds (a remote source)")
     ap.add_argument("--out", default=str(HERE / "RESULTS-delta.md"))
     args = ap.parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     work = Path(tempfile.mkdtemp(prefix="wa-delta-"))
     try:
-        with DemoService(args.rows, seed=args.seed, workdir=work) as service:
+        with DemoService(args.rows, seed=args.seed, workdir=work, latency=args.latency) as service:
             base = work / "base.duckdb"
             print(f"baseline import of {args.rows} rows ...", flush=True)
             baseline = timed([*well_assets_cmd(), "import", "--base-url", service.base_url, "--database", str(base),
@@ -170,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Delta sync against a full re-sync",
         "",
-        f"Run {started:%Y-%m-%d %H:%M} UTC, `python benchmarks/delta_sync.py --rows {args.rows} --changes {args.changes}`;"
+        f"Run {started:%Y-%m-%d %H:%M} UTC, `python benchmarks/delta_sync.py --rows {args.rows} --changes {args.changes}"
+        + (f" --latency {args.latency:g}" if args.latency else "") + "`;"
         f" well-assets commit {machine.get('commit', '?')}; {machine.get('cpu', '')}, {machine.get('usable_cores')} cores",
         "",
         f"Baseline: `well-assets import` of {args.rows:,} rows in {baseline['wall']:.1f} s ({baseline['requests']} requests); "

@@ -29,6 +29,7 @@ from well_assets.pages.fetcher import PageFetcher
 from well_assets.pages.keys import page_count, pages_within, run_ranges
 from well_assets.reporting import summary as report
 from well_assets.settings import Settings
+from well_assets.storage import tracking, utc_now
 
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -72,6 +73,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: P
             odata.page_fetcher()
             source = odata.source_identity()
             mapped = defs.resources["wells_db"].page_map(source)
+            baseline, taken_at = None, utc_now()
             if mapped and mapped[-1][2]:
                 # Imported before, to the end: every page is read again by its key range (the
                 # last one, grown past a page, is split by its run).
@@ -80,16 +82,20 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: P
             else:
                 # A first import, or one that stopped before the end: the pages not synced
                 # yet are read by offset, as far as the source's count reaches.
+                # The count also asks for a delta link (change tracking): the request the
+                # first run would otherwise send before its page reads.
                 with odata.client(run_id="cli") as client:
-                    source_count = client.count()
-                n_pages = max(len(mapped), page_count(source_count, request.settings.page_size))
+                    baseline = client.start_tracking()
+                n_pages = max(len(mapped), page_count(baseline.count, request.settings.page_size))
                 pages = pages_within(n_pages, request.start_page, request.max_pages,
-                                     f"the source has {source_count} rows in {n_pages} page(s)")
+                                     f"the source has {baseline.count} rows in {n_pages} page(s)")
             runs = run_ranges(pages[0], pages[-1], MAX_PAGES_PER_RUN) if pages else []
             # Refuse a page size other than the one the partitions were created with, before
             # anything is fetched or written.
             with store.connection() as con:  # a read-write connection creates the tables
                 store.check_page_size(con, request.settings.page_size, source)
+                if baseline is not None and baseline.delta_link is not None and pages:
+                    tracking.begin_baseline(con, source, baseline.delta_link, taken_at)
             job = build_definitions(request.settings, open_odata=odata).resolve_job_def("odata_import_job")
             display = ProgressDisplay(total_pages=len(pages), enabled=progress_bar)
             progress.subscribe(display)

@@ -56,6 +56,12 @@ from well_assets.storage import tracking
 from well_assets.storage.tracking import SyncState
 
 
+# Pages per run applying delta changes: nothing is fetched page by page, so a run's pages
+# cost little and one run (one start-up, one set of checks) takes the whole delta. A daily
+# change touches every page under the key order.
+DELTA_PAGES_PER_RUN = 10_000
+
+
 @dataclass(frozen=True)
 class TickPlan:
     """What one tick does: keys to add (ascending), page ranges to run, why, new cursor,
@@ -128,7 +134,7 @@ def plan_delta(cursor: dict, mapped: list, state: SyncState, staged: list[int], 
     new_cursor = {"source": source, "page_size": page_size, "seq": seq}
     delta_tags = {SYNC_TAG: SYNC_DELTA}
     if staged:
-        return TickPlan([], blocks(staged, MAX_PAGES_PER_RUN),
+        return TickPlan([], blocks(staged, DELTA_PAGES_PER_RUN),
                         f"{state.staged_changes} staged delta change(s) in {len(staged)} page(s) not applied yet: "
                         + _shown(staged), new_cursor, delta_tags)
     try:
@@ -143,7 +149,7 @@ def plan_delta(cursor: dict, mapped: list, state: SyncState, staged: list[int], 
                                 f"{delta.requests} request(s))", None)
     locator = PageLocator(mapped)
     pages = sorted({change.page for change in place(delta.changed, delta.removed, client.config.key_names, locator)})
-    return TickPlan([], blocks(pages, MAX_PAGES_PER_RUN),
+    return TickPlan([], blocks(pages, DELTA_PAGES_PER_RUN),
                     f"delta: {len(delta.changed)} new or changed and {len(delta.removed)} removed row(s) in "
                     f"{len(pages)} page(s) ({delta.requests} request(s)): " + _shown(pages), new_cursor, delta_tags)
 

@@ -20,11 +20,10 @@ import duckdb
 
 from well_assets import errors
 from well_assets.odata import ODataClient
-from well_assets.pages.fetcher import PageItem
+from well_assets.pages.fetcher import JUDGED_TOGETHER, PageItem
 from well_assets.pages.stream import PageStream
-from well_assets.storage import Key, page_map, to_key
-from well_assets.storage import tracking
-from well_assets.validation.page import validate_page
+from well_assets.storage import Key, page_map, to_key, tracking
+from well_assets.validation.page import judge_pages, parse_page
 
 
 @dataclass(frozen=True)
@@ -92,30 +91,35 @@ class DeltaStream(PageStream):
             changes = place(delta.changed, delta.removed, self.client_config.key_names, locator)
             tracking.stage_delta(con, self.source, state.delta_link, changes, delta.delta_link)
             self.read = DeltaRead(len(delta.changed), len(delta.removed), delta.requests)
-        self._items = [self._item(con, page, key) for page, key in self.pending]
+        pending = self.pending
+        staged = tracking.staged_changes(con, self.source, pending[0][0], pending[-1][0]) if pending else {}
+        self._items = []
+        # Pandera judges many pages' changes in one call (its cost is per call, not per row).
+        for at in range(0, len(pending), JUDGED_TOGETHER):
+            self._items += self._items_of(pending[at:at + JUDGED_TOGETHER], staged)
 
-    def _item(self, con: duckdb.DuckDBPyConnection, page: int, key: str) -> PageItem:
-        item = PageItem(page=page, partition_key=key, started_at=datetime.now(UTC).replace(tzinfo=None))
-        changes = tracking.staged_changes(con, self.source, page)
-        gone: list[tuple[Key, bool]] = []
-        for change in changes:
-            if change.record is None:
-                removed = to_key((change.well_code, change.production_date))
-                if removed is not None:
-                    gone.append((removed, True))
-        try:
-            item.validated = validate_page([json.loads(c.record) for c in changes if c.record is not None],
-                                           self.validation)
-        except errors.WellAssetsError as exc:
-            item.error = exc
-            return item
-        rejects = item.validated.rejects
-        for code, day in zip(rejects["well_code"].to_list(), rejects["production_date"].to_list()):
-            rejected = to_key((code, day))
-            if rejected is not None:
-                gone.append((rejected, False))
-        item.gone = gone
-        return item
+    def _items_of(self, pages: list[tuple[int, str]], staged: dict[int, list]) -> list[PageItem]:
+        items, parsed = [], []
+        for page, key in pages:
+            item = PageItem(page=page, partition_key=key, started_at=datetime.now(UTC).replace(tzinfo=None))
+            changes = staged.get(page, [])
+            item.gone = [(removed, True) for removed in
+                         (to_key((c.well_code, c.production_date)) for c in changes if c.record is None)
+                         if removed is not None]
+            try:
+                parsed.append((item, parse_page([json.loads(c.record) for c in changes if c.record is not None])))
+            except errors.WellAssetsError as exc:
+                item.error = exc
+            items.append(item)
+        judged = judge_pages([p for _, p in parsed], self.validation) if parsed else []
+        for (item, _), validated in zip(parsed, judged):
+            item.validated = validated
+            rejects = validated.rejects
+            for code, day in zip(rejects["well_code"].to_list(), rejects["production_date"].to_list()):
+                rejected = to_key((code, day))
+                if rejected is not None:  # the source no longer has a valid row for this key
+                    item.gone.append((rejected, False))
+        return items
 
     def tasks(self) -> list:
         return []

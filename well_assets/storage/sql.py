@@ -319,9 +319,9 @@ STAGE_CHANGES = f"""
 INSERT INTO odata_delta_staging (source, page, record, well_code, production_date, reason)
 SELECT $source, page, record, well_code, production_date, reason FROM {STAGED_DELTA_VIEW}
 """
-STAGED_CHANGES_OF_PAGE = """
-SELECT record, well_code, production_date, reason FROM odata_delta_staging
-WHERE source = $source AND page = $page
+STAGED_CHANGES_OF_PAGES = """
+SELECT page, record, well_code, production_date, reason FROM odata_delta_staging
+WHERE source = $source AND page BETWEEN $first AND $last
 """
 UNSTAGE_PAGE = "DELETE FROM odata_delta_staging WHERE source = $source AND page = $page"
 # The last staged change applied: the delta link moves on, in the same transaction.

@@ -156,9 +156,13 @@ def stage_delta(con: duckdb.DuckDBPyConnection, source: str, from_link: str, cha
     return bool(_in_transaction(con, steps))
 
 
-def staged_changes(con: duckdb.DuckDBPyConnection, source: str, page: int) -> list[StagedChange]:
-    rows = con.execute(sql.STAGED_CHANGES_OF_PAGE, {"source": source, "page": page}).fetchall()
-    return [StagedChange(page, record, code, day, reason) for record, code, day, reason in rows]
+def staged_changes(con: duckdb.DuckDBPyConnection, source: str, first: int, last: int) -> dict[int, list[StagedChange]]:
+    """The staged changes of pages ``first``..``last``, by page."""
+    out: dict[int, list[StagedChange]] = {}
+    for page, record, code, day, reason in con.execute(
+            sql.STAGED_CHANGES_OF_PAGES, {"source": source, "first": first, "last": last}).fetchall():
+        out.setdefault(int(page), []).append(StagedChange(int(page), record, code, day, reason))
+    return out
 
 
 __all__ = ["StagedChange", "SyncState", "begin_baseline", "drop_delta_link", "promote_baseline", "stage_delta",

@@ -270,3 +270,14 @@ def test_a_run_killed_after_reading_the_delta_loses_no_change(demo_server, db_pa
     assert stored_table(db_path) == expected_table(server)
     assert delta_link_state(db_path) == (True, 0)
     assert "no changes" in skip_message(sensor_tick(defs, instance, cursor)[0])
+
+
+def test_on_without_support_stops_the_cli_import_before_anything_is_written(demo_server, db_path):
+    from well_assets.cli.importer import ImportRequest, run_import
+    from well_assets.errors import ChangeTrackingUnavailable
+
+    server = demo_server(rows=1000, days_per_well=DAYS, bad_rows=0, track_changes=False)
+    settings = Settings(base_url=server.base_url, page_size=PAGE_SIZE, database=db_path, change_tracking="on")
+    with pytest.raises(ChangeTrackingUnavailable, match="ODATA_CHANGE_TRACKING=on"):
+        run_import(ImportRequest(settings=settings))
+    assert not os.path.exists(db_path) or query(db_path, "select count(*) from well_production") == [(0,)]
