@@ -44,9 +44,9 @@ class PageLocator:
         self._lowers = [lower for _, lower in bounded]
 
     def page_of(self, raw_key: tuple) -> int:
-        """The page of a key as the source sends it. A key that is not a valid one (a record
-        validation will reject) is placed by its well code alone; without one, in page 0,
-        where OData sorts nulls."""
+        """The page of a key as the source sends it. A date that is not one (a record
+        validation will reject) sorts as null, first among its well's days, as the range
+        filters count it; without a well code the key goes to page 0, where OData sorts nulls."""
         key = to_key(raw_key)
         if key is None:
             code = raw_key[0] if raw_key and isinstance(raw_key[0], str) else None
