@@ -137,7 +137,7 @@ def _take_baseline(context: dg.AssetExecutionContext, odata: ODataResource, well
     baseline is being taken), ask the source for one now. It becomes the delta link once
     every page was synced after this moment (the IO manager checks after the pages).
     ``expired``: the run re-syncs because the delta link expired; it drops that link first."""
-    if odata.change_tracking == "off":
+    if odata.change_tracking_mode == "off":
         return
     store = wells_db.store()
     with store.connection() as con:

@@ -135,10 +135,19 @@ class ODataResource(dg.ConfigurableResource):
             base_url=self.service_url,
             cache_dir=self.run_cache_dir(cache_namespace) if cache_namespace else None,
             run_id=run_id,
-            **{name: getattr(self, name) for name in _CLIENT_FIELDS},
+            **{name: getattr(self, name) for name in _CLIENT_FIELDS if name != "change_tracking"},
+            change_tracking=self.change_tracking_mode,
         )
         config.validate()
         return config
+
+    @property
+    def change_tracking_mode(self) -> str:
+        """``change_tracking``, except with the bundled service started for this resource
+        (no ODATA_BASE_URL): it starts anew for every command, run and tick, with a change
+        history of its own, so a delta link could never outlive it. Run `well-assets
+        demo-server` and point ODATA_BASE_URL at it to use change tracking with it."""
+        return self.change_tracking if self.base_url else "off"
 
     def run_cache_dir(self, cache_namespace: str) -> str | None:
         """The response cache directory of one run group (None when the cache is off)."""

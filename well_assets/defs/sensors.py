@@ -189,7 +189,7 @@ def build_page_sensor(settings: Settings) -> dg.SensorDefinition:
             source = odata.source_identity()
             mapped, synced_rows, state, staged = _table_state(wells_db, source)
             registered = list(context.instance.get_dynamic_partitions(odata_pages.name))
-            tracked = odata.change_tracking != "off" and state is not None and (state.delta_link or staged)
+            tracked = odata.change_tracking_mode != "off" and state is not None and (state.delta_link or staged)
             if tracked and mapped and _delta_runs_active(context.instance):
                 return dg.SkipReason("runs applying delta changes are queued or running; waiting for them")
             with sensor_client(odata) as client:

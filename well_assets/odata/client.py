@@ -237,17 +237,20 @@ class ODataClient:
         earlier ``read_delta``), following the delta's nextLinks, and the next delta link.
 
         The link is requested as it is (only headers are added). 410 Gone, or an error
-        saying the token is no longer valid, raises DeltaLinkExpired (not retried); other
+        saying the token is no longer valid, raises DeltaLinkExpired (not retried), and so
+        does a link to another origin than the service's (nothing is sent); other
         failures behave as for pages. The link never appears in logs or errors."""
         cfg = self.config
         if not isinstance(link, str) or not link.strip():
             raise PaginationError("read_delta needs a delta link (a non-empty URL)")
         url = link.strip()
         if not paging.same_origin(url, self.entity_url):
-            # Refuse before sending anything: the request would carry our credentials.
-            raise PaginationError(
+            # Refuse before sending anything: the request would carry our credentials. The
+            # service moved (the bundled one gets a new port every start): it cannot serve a
+            # link it never issued, so the link counts as expired and a full sync replaces it.
+            raise DeltaLinkExpired(
                 f"delta: refusing a delta link to another origin {self._transport.scrub(delta.redact_link(url))} "
-                f"(service is {self._transport.scrub(self.config.base_url)})")
+                f"(service is {self._transport.scrub(self.config.base_url)}); a full sync takes a new one")
         stats = Stats()
         changed: list[dict] = []
         removed: list[delta.Removed] = []

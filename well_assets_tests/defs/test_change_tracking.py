@@ -281,3 +281,13 @@ def test_on_without_support_stops_the_cli_import_before_anything_is_written(demo
     with pytest.raises(ChangeTrackingUnavailable, match="ODATA_CHANGE_TRACKING=on"):
         run_import(ImportRequest(settings=settings))
     assert not os.path.exists(db_path) or query(db_path, "select count(*) from well_production") == [(0,)]
+
+
+def test_the_bundled_service_started_per_run_is_not_tracked(db_path, instance):
+    """Without ODATA_BASE_URL every run and tick starts its own bundled service, whose change
+    history dies with it: no delta link is kept, and ticks count page ranges."""
+    defs = build_definitions(Settings(base_url=None, demo_rows=1000, demo_bad_rows=0.0, page_size=PAGE_SIZE,
+                                      database=db_path))
+    _, cursor, syncs = tick_and_run(instance, defs, None)
+    assert syncs == [None] and delta_link_state(db_path) == (False, 0)
+    assert "source unchanged" in skip_message(sensor_tick(defs, instance, cursor)[0])

@@ -262,7 +262,7 @@ def test_delta_next_links_get_the_page_guards(fault, match):
 def test_a_delta_link_to_another_origin_is_refused_without_contact():
     with RecordingServer() as foreign, RecordingServer() as ours:
         with ODataClient(ClientConfig(base_url=ours.base + "/odata", token="t0k", **FAST)) as c:
-            with pytest.raises(PaginationError, match="another origin") as info:
+            with pytest.raises(DeltaLinkExpired, match="another origin") as info:
                 c.read_delta(foreign.base + "/odata/WellProduction?$deltatoken=s3cr3t")
         assert foreign.connections == 0 and "s3cr3t" not in str(info.value)
 
