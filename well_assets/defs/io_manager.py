@@ -18,7 +18,6 @@ import polars as pl
 from pydantic import Field
 
 from well_assets import storage
-from well_assets.storage import tracking
 from well_assets.defs.dagster_internals import add_partition_metadata
 from well_assets.defs.metadata import page_metadata
 from well_assets.errors import DatabaseError, DeleteGuardError, WellAssetsError
@@ -28,7 +27,7 @@ from well_assets.pages.delta import DeltaStream
 from well_assets.pages.keys import page_key
 from well_assets.pages.ranges import plan_offset_page, raw_key, split, within
 from well_assets.pages.stream import PageItem, PageStream
-from well_assets.storage import DuckDBStore, Key, PageFailure, PageWrite, to_key
+from well_assets.storage import DuckDBStore, Key, PageFailure, PageWrite, to_key, tracking
 from well_assets.storage.records import key_text
 from well_assets.validation.columns import KEY
 from well_assets.validation.page import ValidatedPage

@@ -202,8 +202,7 @@ class WellsDatabase(dg.ConfigurableResource):
         if not store.path.exists():
             return []
         with store.connection(read_only=True) as con:
-            if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'odata_page_map'"
-                               ).fetchone()[0]:
+            if not storage.has_table(con, "odata_page_map"):
                 return []
             return storage.page_map(con, source)
 

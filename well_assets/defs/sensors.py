@@ -242,8 +242,7 @@ def _table_state(wells_db: WellsDatabase, source: str) -> tuple[list, dict, Sync
         return [], {}, None, []
     quick = type(store)(store.path, lock_timeout=2.0)
     with quick.connection(read_only=True, lean=True) as con:
-        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'odata_page_map'"
-                           ).fetchone()[0]:
+        if not storage.has_table(con, "odata_page_map"):
             return [], {}, None, []
         return (storage.page_map(con, source), storage.synced_source_rows(con, source),
                 tracking.sync_state(con, source), tracking.staged_pages(con, source))

@@ -20,10 +20,10 @@ import duckdb
 
 from well_assets import errors
 from well_assets.odata import ODataClient
-from well_assets.pages.fetcher import JUDGED_TOGETHER, PageItem
+from well_assets.pages.fetcher import JUDGED_TOGETHER, PageItem, judge
 from well_assets.pages.stream import PageStream
 from well_assets.storage import Key, page_map, to_key, tracking
-from well_assets.validation.page import judge_pages, parse_page
+from well_assets.validation.page import parse_page
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,16 @@ class DeltaStream(PageStream):
                          (to_key((c.well_code, c.production_date)) for c in changes if c.record is None)
                          if removed is not None]
             try:
-                parsed.append((item, parse_page([json.loads(c.record) for c in changes if c.record is not None])))
+                parsed.append((item, parse_page([json.loads(c.record) for c in changes if c.record is not None]),
+                               self.validation))
             except errors.WellAssetsError as exc:
                 item.error = exc
             items.append(item)
-        judged = judge_pages([p for _, p in parsed], self.validation) if parsed else []
-        for (item, _), validated in zip(parsed, judged):
-            item.validated = validated
-            rejects = validated.rejects
+        # The page fetcher's judging: the pages together, a page whose judgement fails alone.
+        for item in judge(parsed) if parsed else []:
+            if item.validated is None:
+                continue  # the page failed; its changes stay staged
+            rejects = item.validated.rejects
             for code, day in zip(rejects["well_code"].to_list(), rejects["production_date"].to_list()):
                 rejected = to_key((code, day))
                 if rejected is not None:  # the source no longer has a valid row for this key

@@ -5,6 +5,7 @@ the report and the checks run. The Dagster IO manager that uses it is ``defs.io_
 
 from well_assets.storage.reads import (
     duplicate_key_count,
+    has_table,
     import_page_status,
     latest_page_status,
     load_rejects,
@@ -28,6 +29,7 @@ __all__ = [
     "PageFailure",
     "PageWrite",
     "duplicate_key_count",
+    "has_table",
     "import_page_status",
     "latest_page_status",
     "load_rejects",

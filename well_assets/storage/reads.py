@@ -17,6 +17,11 @@ def _scalar(con: duckdb.DuckDBPyConnection, statement: str, params: dict | None 
 
 
 
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the file has the table (a file opened read-only may predate it)."""
+    return bool(_scalar(con, sql.TABLE_EXISTS, {"name": name}))
+
+
 def latest_page_status(con: duckdb.DuckDBPyConnection, source: str | None = None) -> pl.DataFrame:
     """The latest ledger row of every page (optionally of one source), ordered by page."""
     return con.sql(sql.LATEST_PAGE_STATUS, params={"source": source}).pl()

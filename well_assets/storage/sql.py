@@ -275,6 +275,8 @@ SELECT page, count(*) FILTER (WHERE is_row = 1) AS rows,
 FROM placed GROUP BY page ORDER BY page
 """
 
+TABLE_EXISTS = "SELECT count(*) FROM information_schema.tables WHERE table_name = $name"
+
 # -- change tracking (storage.tracking) --------------------------------------------------
 SYNC_STATE = """
 SELECT delta_link, link_taken_at, pending_link, pending_taken_at, staged_link,
@@ -282,7 +284,7 @@ SELECT delta_link, link_taken_at, pending_link, pending_taken_at, staged_link,
 FROM odata_sync_state WHERE source = $source
 """
 STAGED_PAGES = "SELECT DISTINCT page FROM odata_delta_staging WHERE source = $source ORDER BY page"
-_ENSURE_SYNC_STATE = """
+ENSURE_SYNC_STATE = """
 INSERT INTO odata_sync_state (source, updated_at) SELECT $source, $now
 WHERE NOT EXISTS (SELECT 1 FROM odata_sync_state WHERE source = $source)
 """
@@ -290,6 +292,7 @@ WHERE NOT EXISTS (SELECT 1 FROM odata_sync_state WHERE source = $source)
 BEGIN_BASELINE = """
 UPDATE odata_sync_state SET pending_link = $link, pending_taken_at = $taken_at, updated_at = $now
 WHERE source = $source AND pending_link IS NULL
+RETURNING 1
 """
 # The pending baseline becomes the delta link when every mapped page was synced (read by
 # offset or by range, and committed) after the link was taken.
@@ -359,7 +362,4 @@ DELETE FROM well_production AS w USING {PAGE_GONE_VIEW} AS g
 WHERE w.well_code = g.well_code AND w.production_date = g.production_date
 RETURNING 1
 """
-LAST_SOURCE_ROWS = """
-SELECT arg_max(source_rows, log_id) FROM odata_page_log
-WHERE source = $source AND page = $page AND status = 'succeeded' AND source_rows IS NOT NULL
-"""
+LAST_SOURCE_ROWS = f"SELECT max(source_rows) FROM ({_LAST_SYNC}) WHERE page = $page"

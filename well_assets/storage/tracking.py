@@ -29,6 +29,7 @@ import polars as pl
 
 from well_assets.storage import sql
 from well_assets.storage.page_write import registered, rollback
+from well_assets.storage.reads import has_table
 from well_assets.storage.records import utc_now
 
 
@@ -62,14 +63,9 @@ _STAGED_SCHEMA = {"page": pl.Int32, "record": pl.Utf8, "well_code": pl.Utf8, "pr
                   "reason": pl.Utf8}
 
 
-def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'odata_sync_state'"
-                            ).fetchall()[0][0])
-
-
 def sync_state(con: duckdb.DuckDBPyConnection, source: str) -> SyncState | None:
     """The change-tracking state of ``source`` (None: never tracked, or a file from before)."""
-    if not _has_tables(con):
+    if not has_table(con, "odata_sync_state"):
         return None
     rows = con.execute(sql.SYNC_STATE, {"source": source}).fetchall()
     return SyncState(*rows[0][:5], staged_changes=int(rows[0][5])) if rows else None
@@ -77,7 +73,7 @@ def sync_state(con: duckdb.DuckDBPyConnection, source: str) -> SyncState | None:
 
 def staged_pages(con: duckdb.DuckDBPyConnection, source: str) -> list[int]:
     """The pages that hold staged changes not applied yet."""
-    if not _has_tables(con):
+    if not has_table(con, "odata_sync_state"):
         return []
     return [int(page) for (page,) in con.execute(sql.STAGED_PAGES, {"source": source}).fetchall()]
 
@@ -99,10 +95,9 @@ def begin_baseline(con: duckdb.DuckDBPyConnection, source: str, link: str, taken
 
     def steps() -> bool:
         now = utc_now()
-        con.execute(sql._ENSURE_SYNC_STATE, {"source": source, "now": now}).fetchall()
-        con.execute(sql.BEGIN_BASELINE, {"source": source, "link": link, "taken_at": taken_at, "now": now}).fetchall()
-        state = sync_state(con, source)
-        return state is not None and state.pending_link == link
+        con.execute(sql.ENSURE_SYNC_STATE, {"source": source, "now": now}).fetchall()
+        return bool(con.execute(sql.BEGIN_BASELINE, {"source": source, "link": link, "taken_at": taken_at,
+                                                     "now": now}).fetchall())
 
     return bool(_in_transaction(con, steps))
 
@@ -122,7 +117,7 @@ def drop_delta_link(con: duckdb.DuckDBPyConnection, source: str) -> bool:
     if there was a link."""
 
     def steps() -> bool:
-        if not _has_tables(con):
+        if not has_table(con, "odata_sync_state"):
             return False
         dropped = bool(con.execute(sql.DROP_DELTA_LINK, {"source": source, "now": utc_now()}).fetchall())
         if dropped:

@@ -286,8 +286,9 @@ def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = Validati
     Pandera's cost is mostly per call (a query per check), not per row: judging the pages
     waiting together costs little more than judging one (docs/benchmarks.md). Each page's
     failure cases are its own rows', so the outcome of a page does not depend on the
-    pages judged with it. A failure of the frame as a whole (a bug in the parse step) is
-    raised by the page it belongs to: the pages are then judged one by one."""
+    pages judged with it. A failure of the frame as a whole (a bug in the parse step)
+    raises ``errors.ValidationError`` for the whole call (``pages.fetcher.judge`` then
+    judges the pages one by one, so only the page it belongs to fails)."""
     if not pages:
         return []
     started = time.perf_counter()
@@ -297,8 +298,6 @@ def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = Validati
     else:
         frame = judged[0].frame if judged else None
     cases = failure_cases(frame, settings) if frame is not None else None
-    if cases is not None and cases.height and cases["index"].null_count() and len(judged) > 1:
-        return [judge_pages([p], settings)[0] for p in pages]
     rows = sum(p.frame.height for p in judged) or 1
     share = (time.perf_counter() - started) / rows
     out, offset = [], 0
