@@ -22,6 +22,7 @@ from typing import Any, Callable
 import polars as pl
 
 from .changes import ChangeLog, ServedKey
+from .filters import Span
 from .generate import KEY, PROPS, SCHEMA, VOLUMES, Generated, generate
 
 _VIEW_CACHE_SIZE = 6
@@ -48,6 +49,7 @@ class Dataset:
         self._gen_args = (rows, seed, bad_rows, days_per_well, start_date)
         self._lock = threading.RLock()
         self._views: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
+        self._key_index: tuple[int, pl.Series, pl.Series, pl.Series] | None = None
         self._version = 0
         self.changes = ChangeLog(retention=delta_retention)
         self._install(generate(*self._gen_args))
@@ -79,6 +81,31 @@ class Dataset:
                 while len(self._views) > _VIEW_CACHE_SIZE:
                     self._views.popitem(last=False)
         return result
+
+    def candidates(self, snap: Snapshot, span: Span) -> pl.DataFrame:
+        """The snapshot's rows whose WellCode is in ``span``, in natural order: the rows a
+        filter with that span can match (all rows when it is unbounded). The index (the
+        positions of the rows in WellCode order) is built once per version."""
+        if not span.bounded:
+            return snap.frame
+        with self._lock:
+            index = self._key_index if self._key_index and self._key_index[0] == snap.version else None
+        if index is None:
+            codes = snap.frame.get_column("WellCode")
+            ordered = codes.arg_sort(nulls_last=True)
+            present = codes.len() - codes.null_count()
+            index = (snap.version, codes.gather(ordered[:present]), ordered[:present], ordered[present:])
+            with self._lock:
+                if snap.version == self._snap.version:
+                    self._key_index = index
+        _, sorted_codes, positions, null_positions = index
+        parts = [null_positions] if span.null else []
+        if span.values:
+            start = 0 if span.lo is None else sorted_codes.search_sorted(span.lo, side="left")
+            end = len(sorted_codes) if span.hi is None else sorted_codes.search_sorted(span.hi, side="right")
+            parts.append(positions.slice(start, max(end - start, 0)))
+        picked = pl.concat(parts) if len(parts) > 1 else parts[0] if parts else positions.clear()
+        return snap.frame[picked.sort()]
 
     def records(self, frame: pl.DataFrame, overrides: dict[int, dict[str, Any]], props=PROPS) -> list[dict]:
         """Serialize rows (a small slice) to OData records, raw overrides applied."""
@@ -235,6 +262,7 @@ class Dataset:
         self.changes.record(self._version, touched)
         self._snap = Snapshot(frame, overrides, bad, self._version)
         self._views.clear()
+        self._key_index = None
 
 
 def _served_key(values: dict[str, Any], raw: dict[str, Any]) -> ServedKey:

@@ -24,7 +24,7 @@ from urllib.parse import unquote_plus
 
 import polars as pl
 
-from .filters import PROPERTY_TYPES, QueryError, parse_filter
+from .filters import ANY, PROPERTY_TYPES, QueryError, Span, parse_filter, parse_filter_span
 
 SUPPORTED = {"$filter", "$orderby", "$select", "$top", "$skip", "$count", "$format", "$skiptoken"}
 _INT = re.compile(r"[0-9]+")
@@ -46,6 +46,7 @@ class Query:
     # change tracking: (history, version) of the first page's data; None: not tracked
     delta_start: tuple[str, int] | None = None
     filter_expr: pl.Expr | None = field(default=None, compare=False, repr=False)
+    filter_span: Span = field(default=ANY, compare=False, repr=False)  # WellCode values it can match
     sort_by: tuple[tuple[str, bool], ...] = ()
 
     @property
@@ -128,6 +129,7 @@ def _build(params: dict[str, str]) -> Query:
     skip = _non_negative_int("$skip", params["$skip"]) if "$skip" in params else 0
     filt = params.get("$filter")
     orderby = params.get("$orderby")
+    expr, span = parse_filter_span(filt) if filt is not None else (None, ANY)
     q = Query(
         filter=filt,
         orderby=orderby,
@@ -138,7 +140,8 @@ def _build(params: dict[str, str]) -> Query:
         position=skip,
         remaining=top,
         original_skip=skip,
-        filter_expr=parse_filter(filt) if filt is not None else None,
+        filter_expr=expr,
+        filter_span=span,
         sort_by=parse_orderby(orderby) if orderby is not None else (),
     )
     return q
