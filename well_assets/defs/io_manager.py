@@ -116,6 +116,7 @@ class _Sync:
         self.new_keys: list[str] = []
         self.split_pages: dict[str, dict] = {}
         self.straddled: set[int] = set()  # pages whose offset read misses rows of their range
+        self.stream_keys = {key for _, key in stream.pages}  # the partitions of the step's range
 
     def learn_map(self) -> None:
         for page, lower, _synced in storage.page_map(self.writer.con, self.stream.source):
@@ -229,10 +230,6 @@ class _Sync:
             add_partition_metadata(self.context, item.partition_key, page_metadata(figures))
         progress.page_done(figures)
         return figures
-
-    @property
-    def stream_keys(self) -> set[str]:
-        return {key for _, key in self.stream.pages}
 
     # -- after the pages ----------------------------------------------------------------
 

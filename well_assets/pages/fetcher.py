@@ -60,6 +60,16 @@ STOP_GRACE_SECONDS = 2.0  # how long close() lets a page in flight finish before
 EXTRA_THREADS = 2
 # The most parsed pages judged by Pandera in one call (their frames are held together).
 JUDGED_TOGETHER = 16
+# The parse step and Pandera cost mostly per call (docs/benchmarks.md), and this process
+# shares one GIL, so the judging thread gathers pages while more are being fetched: it
+# waits up to GATHER_GAP for the next one (pages fetched back to back come closer than
+# that; a slow source's pages farther apart, and are judged as they come). When the writer
+# holds PATIENT_FROM pages ready to write it can wait longer: the thread then keeps
+# gathering while the writer still holds PATIENT_UNTIL. Never longer than GATHER_SECONDS.
+GATHER_GAP = 0.01
+PATIENT_FROM = 12
+PATIENT_UNTIL = 6
+GATHER_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -223,8 +233,10 @@ class PageFetcher:
 
     # -- pages --------------------------------------------------------------------
 
-    def submit(self, task: PageTask) -> cf.Future:
-        """Queue one page; the future yields its PageItem (see ``outcome``)."""
+    def submit(self, task: PageTask, ready: int = 0) -> cf.Future:
+        """Queue one page; the future yields its PageItem (see ``outcome``). ``ready``: how
+        many fetched pages the caller holds that it has not written yet (how long it can
+        wait for the next ones; see PATIENT_FROM)."""
         self.start()
         if self._threads is not None:
             return self._threads.submit(run_page, task)
@@ -236,7 +248,7 @@ class PageFetcher:
             self._pending[task_id] = future
         try:
             with self._send_lock:
-                self._conn.send((task_id, task))
+                self._conn.send((task_id, task, ready))
         except (OSError, ValueError) as exc:
             self._pending.pop(task_id, None)
             raise FetcherClosed(f"the page fetcher process is gone ({exc}); re-run the failed pages") from None
@@ -328,23 +340,37 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
 
     sender = threading.Thread(target=send, name="page-sender", daemon=True)
     sender.start()
-    # Parsed pages wait here for the one judging thread, which takes every page waiting
-    # (up to JUDGED_TOGETHER) into one Pandera call: when pages arrive faster than they are
-    # judged, the batches grow and each page costs less; a lone page is judged at once.
+    # Parsed pages wait here for the one judging thread, which takes the pages waiting and
+    # those worth waiting for (up to JUDGED_TOGETHER; see GATHER_GAP) into one parse step
+    # and one Pandera call.
     parsed_pages: queue.SimpleQueue = queue.SimpleQueue()
+    writer_ready = [0]  # the pages the writer holds unwritten, as of its last request
+    fetching = [0]  # pages received and not yet parsed (or failed)
+    fetching_lock = threading.Lock()
+
+    def gathered(first: tuple) -> list[tuple]:
+        """``first`` and the parsed pages worth waiting for (see GATHER_GAP)."""
+        batch = [first]
+        patient = writer_ready[0] >= PATIENT_FROM
+        until = time.monotonic() + GATHER_SECONDS
+        while len(batch) < JUDGED_TOGETHER:
+            coming = fetching[0] > 0 and time.monotonic() < until
+            patient = patient and coming and writer_ready[0] >= PATIENT_UNTIL
+            try:
+                waiting = parsed_pages.get(timeout=GATHER_GAP) if coming else parsed_pages.get_nowait()
+            except queue.Empty:
+                if patient:
+                    continue
+                break
+            if waiting is None:
+                parsed_pages.put(None)
+                break
+            batch.append(waiting)
+        return batch
 
     def judging() -> None:
         while (first := parsed_pages.get()) is not None:
-            batch = [first]
-            while len(batch) < JUDGED_TOGETHER:
-                try:
-                    waiting = parsed_pages.get_nowait()
-                except queue.Empty:
-                    break
-                if waiting is None:
-                    parsed_pages.put(None)
-                    break
-                batch.append(waiting)
+            batch = gathered(first)
             try:
                 judged = judge([entry for _, entry in batch])
             except Exception as exc:  # a bug must fail these pages, not leave them waiting
@@ -365,6 +391,8 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
             outbox.put((task_id, _finished(item)))
         else:
             parsed_pages.put((task_id, (item, parsed, task.validation)))
+        with fetching_lock:
+            fetching[0] -= 1
 
     pool = cf.ThreadPoolExecutor(max_workers=concurrency + EXTRA_THREADS, thread_name_prefix="page-fetch")
     try:
@@ -375,7 +403,9 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
                 break  # the parent is gone: nobody wants the pages any more
             if message is None:
                 break
-            task_id, task = message
+            task_id, task, writer_ready[0] = message
+            with fetching_lock:
+                fetching[0] += 1
             pool.submit(fetched, task_id, task)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

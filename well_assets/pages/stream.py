@@ -99,7 +99,7 @@ class PageStream:
                 task = next(todo, None)
                 if task is None:
                     return
-                in_flight.append(self.fetcher.submit(task))
+                in_flight.append(self.fetcher.submit(task, ready=sum(f.done() for f in in_flight)))
 
         top_up()
         try:

@@ -152,19 +152,24 @@ def _parse_exprs(volume_dtypes: tuple[pl.DataType, ...]) -> list[pl.Expr]:
     ]
 
 
-def records_to_frame(records: list[dict]) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
-    """Parse records into a frame with COLUMNS (order + dtypes) and per-column parse
-    failure masks (only for columns that had failures). Shape must be checked first.
-
-    The only per-record Python work is pulling the values out of the dicts; parsing is
-    one polars ``select`` over all columns."""
-    raw = pl.DataFrame(
+def _raw_frame(records: list[dict]) -> pl.DataFrame:
+    """The records' five columns as sent: volumes Float64 when every value is a JSON number
+    (or null), else text; the rest text. The only per-record Python work of a page."""
+    return pl.DataFrame(
         [
             _raw_series([r.get(name) for r in records], numeric=column in VOLUME_COLUMNS).alias(column)
             for name, column in ODATA_TO_COLUMN.items()
         ]
     )
-    both = raw.select(_parse_exprs(tuple(raw.schema[c] for c in VOLUME_COLUMNS)))
+
+
+def _parse(raw: pl.DataFrame) -> pl.DataFrame:
+    """COLUMNS (order + dtypes) of ``raw``, then one parse failure mask per parsed column
+    (``__failed_<i>``): one polars ``select`` over all columns and every row given."""
+    return raw.select(_parse_exprs(tuple(raw.schema[c] for c in VOLUME_COLUMNS)))
+
+
+def _split_parsed(both: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
     frame = both.select(list(COLUMNS))
     parse_failures = {}
     for i, column in enumerate(list(COLUMNS)[1:]):
@@ -172,6 +177,12 @@ def records_to_frame(records: list[dict]) -> tuple[pl.DataFrame, dict[str, pl.Se
         if mask.any():
             parse_failures[column] = mask
     return frame, parse_failures
+
+
+def records_to_frame(records: list[dict]) -> tuple[pl.DataFrame, dict[str, pl.Series]]:
+    """Parse records into a frame with COLUMNS (order + dtypes) and per-column parse
+    failure masks (only for columns that had failures). Shape must be checked first."""
+    return _split_parsed(_parse(_raw_frame(records)))
 
 
 # -------------------------------------------------------------------- validation
@@ -236,32 +247,32 @@ def _build_rejects(
 
 @dataclass
 class ParsedPage:
-    """One page after the parse step, waiting for the Pandera model (``judge_pages``)."""
+    """One page after the shape check, waiting for the parse step and the Pandera model
+    (``judge_pages``, which does both for the pages waiting together)."""
 
     records: list[dict]
-    frame: pl.DataFrame  # COLUMNS, every record (unparseable cells null)
-    parse_failures: dict[str, pl.Series]
+    raw: pl.DataFrame  # the records' columns as sent (see _raw_frame)
     parse_seconds: float
 
 
 def parse_page(records: list[dict]) -> ParsedPage:
-    """The shape check and the parse step of one page (see the module docstring).
+    """The shape check of one page and its records as columns (see the module docstring).
 
     Raises ``errors.ValidationError`` when the page shape is wrong (missing or
     unexpected columns)."""
     started = time.perf_counter()
     if not records:
-        return ParsedPage(records, empty_valid_frame(), {}, time.perf_counter() - started)
+        return ParsedPage(records, pl.DataFrame(), time.perf_counter() - started)
     _check_shape(records)
-    frame, parse_failures = records_to_frame(records)
-    return ParsedPage(records, frame, parse_failures, time.perf_counter() - started)
+    return ParsedPage(records, _raw_frame(records), time.perf_counter() - started)
 
 
-def _judged(parsed: ParsedPage, cases: pl.DataFrame | None, judge_seconds: float) -> ValidatedPage:
-    """One page's outcome, given Pandera's failure cases of its own rows."""
+def _judged(parsed: ParsedPage, frame: pl.DataFrame, parse_failures: dict[str, pl.Series],
+            cases: pl.DataFrame | None, judge_seconds: float, may_repeat_keys: bool) -> ValidatedPage:
+    """One page's outcome, given its parsed frame and Pandera's failure cases of its rows."""
     started = time.perf_counter()
-    frame, records = parsed.frame, parsed.records
-    failures = _failures(parsed.parse_failures, cases) if (parsed.parse_failures or cases is not None) else []
+    records = parsed.records
+    failures = _failures(parse_failures, cases) if (parse_failures or cases is not None) else []
     if failures:
         rejects, rejected_idx = _build_rejects(records, failures)
         keep = pl.repeat(True, frame.height, dtype=pl.Boolean, eager=True)
@@ -270,7 +281,7 @@ def _judged(parsed: ParsedPage, cases: pl.DataFrame | None, judge_seconds: float
     else:
         rejects, valid = empty_rejects_frame(), frame
     before = valid.height
-    if has_duplicate_keys(valid):
+    if may_repeat_keys and has_duplicate_keys(valid):
         valid = valid.unique(subset=list(KEY), keep="first", maintain_order=True)
     return ValidatedPage(
         valid=valid,
@@ -280,34 +291,70 @@ def _judged(parsed: ParsedPage, cases: pl.DataFrame | None, judge_seconds: float
     )
 
 
-def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = ValidationSettings()) -> list[ValidatedPage]:
-    """The Pandera model over several parsed pages at once; one ValidatedPage each.
+def _parsed_frames(pages: list[ParsedPage]) -> tuple[list[pl.DataFrame], pl.DataFrame]:
+    """The parse step over ``pages`` (none empty): every page's ``_parse`` result, and all of
+    them as one frame. Pages whose raw columns have the same dtypes (nearly always all of
+    them) are parsed in one select: the step's cost is mostly per call, like Pandera's."""
+    groups: dict[tuple, list[int]] = {}
+    for n, page in enumerate(pages):
+        groups.setdefault(tuple(page.raw.schema.dtypes()), []).append(n)
+    parsed: list[pl.DataFrame | None] = [None] * len(pages)
+    whole = None
+    for members in groups.values():
+        raws = [pages[n].raw for n in members]
+        both = _parse(pl.concat(raws, how="vertical", rechunk=False) if len(raws) > 1 else raws[0])
+        offset = 0
+        for n in members:
+            parsed[n] = both.slice(offset, pages[n].raw.height)
+            offset += pages[n].raw.height
+        if len(groups) == 1:
+            whole = both
+    if whole is None:
+        whole = pl.concat(parsed, how="vertical", rechunk=False)
+    return parsed, whole
 
-    Pandera's cost is mostly per call (a query per check), not per row: judging the pages
-    waiting together costs little more than judging one (docs/benchmarks.md). Each page's
-    failure cases are its own rows', so the outcome of a page does not depend on the
-    pages judged with it. A failure of the frame as a whole (a bug in the parse step)
-    raises ``errors.ValidationError`` for the whole call (``pages.fetcher.judge`` then
-    judges the pages one by one, so only the page it belongs to fails)."""
+
+def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = ValidationSettings()) -> list[ValidatedPage]:
+    """The parse step and the Pandera model over several pages at once; one ValidatedPage each.
+
+    Both cost mostly per call (a query per check), not per row: judging the pages waiting
+    together costs little more than judging one (docs/benchmarks.md). Each page's parse
+    failures and failure cases are its own rows', and its in-page duplicates its own keys',
+    so the outcome of a page does not depend on the pages judged with it. A failure of the
+    frame as a whole (a bug in the parse step) raises ``errors.ValidationError`` for the
+    whole call (``pages.fetcher.judge`` then judges the pages one by one, so only the page
+    it belongs to fails)."""
     if not pages:
         return []
     started = time.perf_counter()
-    judged = [p for p in pages if p.frame.height]
-    if len(judged) > 1:
-        frame = pl.concat([p.frame for p in judged], how="vertical", rechunk=False)
-    else:
-        frame = judged[0].frame if judged else None
-    cases = failure_cases(frame, settings) if frame is not None else None
-    rows = sum(p.frame.height for p in judged) or 1
+    judged = [p for p in pages if p.raw.height]
+    cases = None
+    if judged:
+        parsed, both = _parsed_frames(judged)
+        frame = both.select(list(COLUMNS))
+        cases = failure_cases(frame, settings)
+        # A key repeated within a page: looked for once over all of them (page number and key).
+        heights = [p.raw.height for p in judged]
+        tagged = frame.select(KEY).with_columns(
+            __page=pl.concat([pl.repeat(n, height, dtype=pl.Int32, eager=True) for n, height in enumerate(heights)]))
+        repeats = frame.height > 1 and bool(tagged.is_duplicated().any())
+    rows = sum(p.raw.height for p in judged) or 1
     share = (time.perf_counter() - started) / rows
-    out, offset = [], 0
+    out, offset, at = [], 0, 0
     for page in pages:
+        height = page.raw.height
+        if not height:
+            out.append(ValidatedPage(valid=empty_valid_frame(), rejects=empty_rejects_frame(), in_page_duplicates=0,
+                                     validate_seconds=page.parse_seconds))
+            continue
         own = None
-        if cases is not None and page.frame.height:
-            own = cases.filter(pl.col("index").is_null() | pl.col("index").is_between(offset, offset + page.frame.height - 1))
+        if cases is not None:
+            own = cases.filter(pl.col("index").is_null() | pl.col("index").is_between(offset, offset + height - 1))
             own = own.with_columns(pl.col("index") - offset) if own.height else None
-        offset += page.frame.height
-        out.append(_judged(page, own, share * page.frame.height))
+        offset += height
+        page_frame, parse_failures = _split_parsed(parsed[at])
+        at += 1
+        out.append(_judged(page, page_frame, parse_failures, own, share * height, repeats))
     return out
 
 

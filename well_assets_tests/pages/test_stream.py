@@ -19,10 +19,12 @@ class CountingFetcher(PageFetcher):
     def __init__(self, concurrency: int = 1) -> None:
         super().__init__(concurrency=concurrency)
         self.submitted: list[int] = []
+        self.ready: list[int] = []
 
-    def submit(self, task):
+    def submit(self, task, ready=0):
         self.submitted.append(task.page)
-        return super().submit(task)
+        self.ready.append(ready)
+        return super().submit(task, ready=ready)
 
 
 @pytest.fixture(params=[1, 4], ids=["one-in-flight", "four-in-flight"])
@@ -49,6 +51,26 @@ def test_pages_come_out_in_order_and_each_is_requested_once(demo_server, fetcher
     assert all(item.error is None and item.validated.valid.height == 100 for item in items)
     assert fetcher.submitted == list(range(12))
     assert _page_requests(server) == [100 * p for p in range(12)]
+
+
+def test_a_writer_with_pages_in_hand_gets_every_page_in_order_once(demo_server, fetcher):
+    """A writer slower than the fetcher holds pages, and tells the fetcher how many (with
+    enough in hand, the fetcher gathers pages to judge them together): still every page
+    comes out, in order, whole, requested once."""
+    server = demo_server(rows=6000, bad_rows=0.01)
+    server.state.stats.reset()
+    items = []
+    for item in _stream(fetcher, server, range(60), prefetch=4):
+        items.append(item)
+        # The writer is busy with each page until the service has answered every page sent.
+        assert wait_until(lambda: len(_page_requests(server)) >= len(fetcher.submitted), timeout=30)
+    assert [item.page for item in items] == list(range(60))
+    assert all(item.error is None for item in items)
+    assert sum(item.validated.valid.height + item.validated.rejects.height + item.validated.in_page_duplicates
+               for item in items) == 6000
+    assert max(fetcher.ready) > 0  # the writer said it held pages
+    assert fetcher.submitted == list(range(60))
+    assert _page_requests(server) == [100 * p for p in range(60)]
 
 
 def test_the_fetcher_works_ahead_but_holds_at_most_max_held_pages(demo_server, fetcher, monkeypatch):

@@ -295,6 +295,8 @@ def _page_of(day0: int, bad: dict[int, dict]) -> list[dict]:
         pytest.param([{5: {"code": None}}, None, {2: {"date": "2023-02-30"}}], [1, 0, 1], [0, 0, 0],
                      id="with-an-empty-page"),
         pytest.param([{1: {"date": "2023-01-01"}}, {}], [0, 0], [1, 0], id="in-page-duplicate"),
+        pytest.param([{}, {0: {"date": "2023-01-01"}}], [0, 0], [0, 0], id="a-key-in-two-pages-is-no-duplicate"),
+        pytest.param([{0: {"oil": -1}, 1: {"date": "2023-01-01"}}], [1], [0], id="a-rejected-copy-is-no-duplicate"),
     ],
 )
 def test_judging_pages_together_gives_each_page_what_it_gets_alone(pages, rejected, duplicates):
