@@ -80,8 +80,20 @@ def within(page: ValidatedPage, lower: Key | None, upper: Key | None) -> Validat
         keep = [_reject_in_range(lower, upper, code, day)
                 for code, day in zip(rejects["well_code"].to_list(), rejects["production_date"].to_list())]
         rejects = rejects.filter(pl.Series(keep, dtype=pl.Boolean))
-    return ValidatedPage(valid=page.valid.filter(key_in_range(lower, upper)), rejects=rejects,
-                         in_page_duplicates=page.in_page_duplicates, validate_seconds=page.validate_seconds)
+    valid = page.valid
+    if not (page.keys_ascending and _ends_within(valid, lower, upper)):  # else every row is in range
+        valid = valid.filter(key_in_range(lower, upper))
+    return ValidatedPage(valid=valid, rejects=rejects, in_page_duplicates=page.in_page_duplicates,
+                         validate_seconds=page.validate_seconds, keys_ascending=page.keys_ascending)
+
+
+def _ends_within(valid: pl.DataFrame, lower: Key | None, upper: Key | None) -> bool:
+    """Whether the first and the last row of ``valid`` (in key order) are in [lower, upper)."""
+    if not valid.height:
+        return True
+    first = (valid.get_column(KEY[0])[0], valid.get_column(KEY[1])[0])
+    last = (valid.get_column(KEY[0])[-1], valid.get_column(KEY[1])[-1])
+    return (lower is None or first >= lower) and (upper is None or last < upper)
 
 
 def split(page: ValidatedPage, lower: Key | None, split_keys: list[tuple]) -> list[tuple[Key | None, Key | None, ValidatedPage]]:
@@ -93,7 +105,7 @@ def split(page: ValidatedPage, lower: Key | None, split_keys: list[tuple]) -> li
     parts = [(lo, hi, within(page, lo, hi)) for lo, hi in zip(bounds, uppers)]
     # in-page duplicates were counted once for the whole read: keep them with the first part
     for i, (lo, hi, part) in enumerate(parts[1:], start=1):
-        parts[i] = (lo, hi, ValidatedPage(part.valid, part.rejects, 0, 0.0))
+        parts[i] = (lo, hi, ValidatedPage(part.valid, part.rejects, 0, 0.0, part.keys_ascending))
     return parts
 
 

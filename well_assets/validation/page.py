@@ -61,6 +61,9 @@ class ValidatedPage:
     rejects: pl.DataFrame  # REJECT_COLUMNS, one row per rejected record
     in_page_duplicates: int
     validate_seconds: float
+    # The valid rows' keys strictly ascend (as a source ordered by the key sends them): the
+    # first row holds the smallest key and the last the largest (pages.ranges.within).
+    keys_ascending: bool = False
 
     @property
     def rows_rejected(self) -> int:
@@ -268,7 +271,8 @@ def parse_page(records: list[dict]) -> ParsedPage:
 
 
 def _judged(parsed: ParsedPage, frame: pl.DataFrame, parse_failures: dict[str, pl.Series],
-            cases: pl.DataFrame | None, judge_seconds: float, may_repeat_keys: bool) -> ValidatedPage:
+            cases: pl.DataFrame | None, judge_seconds: float, may_repeat_keys: bool,
+            keys_ascending: bool = False) -> ValidatedPage:
     """One page's outcome, given its parsed frame and Pandera's failure cases of its rows."""
     started = time.perf_counter()
     records = parsed.records
@@ -288,7 +292,18 @@ def _judged(parsed: ParsedPage, frame: pl.DataFrame, parse_failures: dict[str, p
         rejects=rejects,
         in_page_duplicates=before - valid.height,
         validate_seconds=parsed.parse_seconds + judge_seconds + time.perf_counter() - started,
+        keys_ascending=keys_ascending,
     )
+
+
+def _ascending_by_page(tagged: pl.DataFrame) -> list[bool]:
+    """Per page of ``tagged`` (KEY and ``__page``): whether its keys strictly ascend (a null
+    key counts as out of order)."""
+    code, day, page = (pl.col(name) for name in (*KEY, "__page"))
+    up = (page != page.shift()).fill_null(True) | (
+        (code > code.shift()) | ((code == code.shift()) & (day > day.shift()))).fill_null(False)
+    return (tagged.with_columns(up=up).group_by("__page").agg(pl.col("up").all()).sort("__page")
+            .get_column("up").to_list())
 
 
 def _parsed_frames(pages: list[ParsedPage]) -> tuple[list[pl.DataFrame], pl.DataFrame]:
@@ -338,6 +353,7 @@ def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = Validati
         tagged = frame.select(KEY).with_columns(
             __page=pl.concat([pl.repeat(n, height, dtype=pl.Int32, eager=True) for n, height in enumerate(heights)]))
         repeats = frame.height > 1 and bool(tagged.is_duplicated().any())
+        ascending = _ascending_by_page(tagged)
     rows = sum(p.raw.height for p in judged) or 1
     share = (time.perf_counter() - started) / rows
     out, offset, at = [], 0, 0
@@ -353,8 +369,8 @@ def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = Validati
             own = own.with_columns(pl.col("index") - offset) if own.height else None
         offset += height
         page_frame, parse_failures = _split_parsed(parsed[at])
+        out.append(_judged(page, page_frame, parse_failures, own, share * height, repeats, ascending[at]))
         at += 1
-        out.append(_judged(page, page_frame, parse_failures, own, share * height, repeats))
     return out
 
 

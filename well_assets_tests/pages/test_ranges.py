@@ -46,10 +46,31 @@ def test_plan_offset_page(page, lower, upper, first, following, covered, shifted
     assert plan.lower == (typed(lower) if lower else (None if page == 0 else typed(first)))
 
 
-def test_within_keeps_the_rows_of_the_range_only():
-    page = validate_page(records([key(1, d) for d in range(10)]))
+@pytest.mark.parametrize(
+    ("days", "ascending", "kept"),
+    [
+        pytest.param(list(range(10)), True, [3, 4, 5, 6], id="in-key-order"),
+        pytest.param([3, 4, 5, 6], True, [3, 4, 5, 6], id="in-key-order-all-inside"),
+        # a source that does not keep the key order: first and last row inside, one row outside
+        pytest.param([3, 9, 6], False, [3, 6], id="out-of-order"),
+        pytest.param([3, 4, 4, 5], False, [3, 4, 5], id="a-repeated-key"),
+    ],
+)
+def test_within_keeps_the_rows_of_the_range_only(days, ascending, kept):
+    page = validate_page(records([key(1, d) for d in days]))
+    assert page.keys_ascending is ascending
     part = within(page, typed(key(1, 3)), typed(key(1, 7)))
-    assert part.valid["production_date"].to_list() == [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in range(3, 7)]
+    assert part.valid["production_date"].to_list() == [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in kept]
+
+
+@pytest.mark.parametrize("at", [0, 2, 3])
+def test_a_key_that_does_not_parse_counts_as_out_of_order(at):
+    """Its row is a reject and cannot be placed by key: the page's rows are then filtered."""
+    bad = records([key(1, d) for d in range(4)])
+    bad[at]["ProductionDate"] = "2024-02-30"
+    page = validate_page(bad)
+    assert page.keys_ascending is False
+    assert within(page, typed(key(1, 1)), None).valid.height == 3 - (at > 0)
 
 
 def test_split_cuts_a_grown_last_page_at_the_given_keys():
