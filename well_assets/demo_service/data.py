@@ -17,6 +17,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
 
 import polars as pl
@@ -35,6 +36,30 @@ class Snapshot:
     bad: dict[int, str]
     version: int
 
+    @cached_property
+    def _well_code_index(self) -> tuple[pl.Series, pl.Series, pl.Series]:
+        """The non-null WellCodes sorted, their rows' positions, and the positions of the
+        rows without one (built on first use, once per snapshot: the data never changes
+        under it)."""
+        codes = self.frame.get_column("WellCode")
+        ordered = codes.arg_sort(nulls_last=True)
+        present = codes.len() - codes.null_count()
+        return codes.gather(ordered[:present]), ordered[:present], ordered[present:]
+
+    def candidates(self, span: Span) -> pl.DataFrame:
+        """The rows whose WellCode is in ``span``, in natural order: the rows a filter with
+        that span can match (all rows when it is unbounded), found through the index."""
+        if not span.bounded:
+            return self.frame
+        sorted_codes, positions, null_positions = self._well_code_index
+        parts = [null_positions] if span.null else []
+        if span.values:
+            start = 0 if span.lo is None else sorted_codes.search_sorted(span.lo, side="left")
+            end = len(sorted_codes) if span.hi is None else sorted_codes.search_sorted(span.hi, side="right")
+            parts.append(positions.slice(start, max(end - start, 0)))
+        picked = pl.concat(parts) if len(parts) > 1 else parts[0] if parts else positions.clear()
+        return self.frame[picked.sort()]
+
 
 class Dataset:
     def __init__(
@@ -49,7 +74,6 @@ class Dataset:
         self._gen_args = (rows, seed, bad_rows, days_per_well, start_date)
         self._lock = threading.RLock()
         self._views: OrderedDict[tuple, pl.DataFrame] = OrderedDict()
-        self._key_index: tuple[int, pl.Series, pl.Series, pl.Series] | None = None
         self._version = 0
         self.changes = ChangeLog(retention=delta_retention)
         self._install(generate(*self._gen_args))
@@ -81,31 +105,6 @@ class Dataset:
                 while len(self._views) > _VIEW_CACHE_SIZE:
                     self._views.popitem(last=False)
         return result
-
-    def candidates(self, snap: Snapshot, span: Span) -> pl.DataFrame:
-        """The snapshot's rows whose WellCode is in ``span``, in natural order: the rows a
-        filter with that span can match (all rows when it is unbounded). The index (the
-        positions of the rows in WellCode order) is built once per version."""
-        if not span.bounded:
-            return snap.frame
-        with self._lock:
-            index = self._key_index if self._key_index and self._key_index[0] == snap.version else None
-        if index is None:
-            codes = snap.frame.get_column("WellCode")
-            ordered = codes.arg_sort(nulls_last=True)
-            present = codes.len() - codes.null_count()
-            index = (snap.version, codes.gather(ordered[:present]), ordered[:present], ordered[present:])
-            with self._lock:
-                if snap.version == self._snap.version:
-                    self._key_index = index
-        _, sorted_codes, positions, null_positions = index
-        parts = [null_positions] if span.null else []
-        if span.values:
-            start = 0 if span.lo is None else sorted_codes.search_sorted(span.lo, side="left")
-            end = len(sorted_codes) if span.hi is None else sorted_codes.search_sorted(span.hi, side="right")
-            parts.append(positions.slice(start, max(end - start, 0)))
-        picked = pl.concat(parts) if len(parts) > 1 else parts[0] if parts else positions.clear()
-        return snap.frame[picked.sort()]
 
     def records(self, frame: pl.DataFrame, overrides: dict[int, dict[str, Any]], props=PROPS) -> list[dict]:
         """Serialize rows (a small slice) to OData records, raw overrides applied."""
@@ -262,7 +261,6 @@ class Dataset:
         self.changes.record(self._version, touched)
         self._snap = Snapshot(frame, overrides, bad, self._version)
         self._views.clear()
-        self._key_index = None
 
 
 def _served_key(values: dict[str, Any], raw: dict[str, Any]) -> ServedKey:

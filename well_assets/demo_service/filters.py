@@ -16,7 +16,7 @@ value, ordering comparisons with null are false.
 Beside the expression, the parser works out a ``Span``: the `WellCode` values a record can
 have and still match (a superset, never a subset). A database-backed OData service answers
 a key-range `$filter` from its primary-key index; the demo service does the same with the
-span (``Dataset.candidates``), so a range read or count costs the rows near the range,
+span (``Snapshot.candidates``), so a range read or count costs the rows near the range,
 not a scan of the whole set.
 """
 

@@ -45,7 +45,7 @@ def filtered_view(dataset: Dataset, q: Query, snap: Snapshot | None = None) -> p
 
     def build(frame: pl.DataFrame) -> pl.DataFrame:
         if q.filter_expr is not None:
-            frame = dataset.candidates(snap, q.filter_span).filter(q.filter_expr)
+            frame = snap.candidates(q.filter_span).filter(q.filter_expr)
         if q.sort_by:
             names = [n for n, _ in q.sort_by]
             desc = [d for _, d in q.sort_by]

@@ -317,7 +317,7 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
     """The worker process: pages in, PageItems out, until told to stop or orphaned.
 
     Pages are fetched and parsed by ``concurrency`` (+ EXTRA_THREADS) threads, judged by
-    one thread (the pages waiting together in one Pandera call), and a sender thread
+    one thread (the pages it gathers in one call; see GATHER_GAP), and a sender thread
     hands finished pages back, so a page waiting for the writer to take it never holds up
     the next fetch."""
     global _IN_WORKER

@@ -271,9 +271,9 @@ def parse_page(records: list[dict]) -> ParsedPage:
 
 
 def _judged(parsed: ParsedPage, frame: pl.DataFrame, parse_failures: dict[str, pl.Series],
-            cases: pl.DataFrame | None, judge_seconds: float, may_repeat_keys: bool,
-            keys_ascending: bool = False) -> ValidatedPage:
-    """One page's outcome, given its parsed frame and Pandera's failure cases of its rows."""
+            cases: pl.DataFrame | None, judge_seconds: float, keys_ascending: bool) -> ValidatedPage:
+    """One page's outcome, given its parsed frame, Pandera's failure cases of its rows, and
+    whether its keys strictly ascend (then none repeats)."""
     started = time.perf_counter()
     records = parsed.records
     failures = _failures(parse_failures, cases) if (parse_failures or cases is not None) else []
@@ -285,7 +285,7 @@ def _judged(parsed: ParsedPage, frame: pl.DataFrame, parse_failures: dict[str, p
     else:
         rejects, valid = empty_rejects_frame(), frame
     before = valid.height
-    if may_repeat_keys and has_duplicate_keys(valid):
+    if not keys_ascending and has_duplicate_keys(valid):
         valid = valid.unique(subset=list(KEY), keep="first", maintain_order=True)
     return ValidatedPage(
         valid=valid,
@@ -334,8 +334,8 @@ def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = Validati
 
     Both cost mostly per call (a query per check), not per row: judging the pages waiting
     together costs little more than judging one (docs/benchmarks.md). Each page's parse
-    failures and failure cases are its own rows', and its in-page duplicates its own keys',
-    so the outcome of a page does not depend on the pages judged with it. A failure of the
+    failures and failure cases are its own rows', and its key order and in-page duplicates
+    its own keys', so the outcome of a page does not depend on the pages judged with it. A failure of the
     frame as a whole (a bug in the parse step) raises ``errors.ValidationError`` for the
     whole call (``pages.fetcher.judge`` then judges the pages one by one, so only the page
     it belongs to fails)."""
@@ -348,11 +348,10 @@ def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = Validati
         parsed, both = _parsed_frames(judged)
         frame = both.select(list(COLUMNS))
         cases = failure_cases(frame, settings)
-        # A key repeated within a page: looked for once over all of them (page number and key).
-        heights = [p.raw.height for p in judged]
-        tagged = frame.select(KEY).with_columns(
-            __page=pl.concat([pl.repeat(n, height, dtype=pl.Int32, eager=True) for n, height in enumerate(heights)]))
-        repeats = frame.height > 1 and bool(tagged.is_duplicated().any())
+        # Whether each page's keys strictly ascend, for all of them at once: a page whose
+        # keys do is in key order and repeats none (only the others are looked at for that).
+        tagged = frame.select(KEY).with_columns(__page=pl.concat(
+            [pl.repeat(n, p.raw.height, dtype=pl.Int32, eager=True) for n, p in enumerate(judged)]))
         ascending = _ascending_by_page(tagged)
     rows = sum(p.raw.height for p in judged) or 1
     share = (time.perf_counter() - started) / rows
@@ -369,7 +368,7 @@ def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = Validati
             own = own.with_columns(pl.col("index") - offset) if own.height else None
         offset += height
         page_frame, parse_failures = _split_parsed(parsed[at])
-        out.append(_judged(page, page_frame, parse_failures, own, share * height, repeats, ascending[at]))
+        out.append(_judged(page, page_frame, parse_failures, own, share * height, ascending[at]))
         at += 1
     return out
 
