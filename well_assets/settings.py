@@ -133,6 +133,14 @@ def validate_timezone(value: str, setting: str) -> str:
     return value
 
 
+# The OData client's secrets: ClientConfig's field -> the variable it is read from, when the
+# client is made (never stored in Settings, so it cannot end up in a log or a repr).
+SECRET_VARIABLES = {"token": "ODATA_TOKEN", "username": "ODATA_USERNAME", "password": "ODATA_PASSWORD"}
+# Settings that are the OData client's own, by the same name (see Settings.client_options).
+CLIENT_OPTIONS = ("entity_set", "page_size", "filter", "min_interval", "concurrency", "change_tracking",
+                  "max_retries", "backoff_base", "backoff_cap", "max_retry_after", "read_timeout")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the README's table, read from the environment and validated in one
@@ -163,6 +171,11 @@ class Settings:
     sensor_interval: int = 300
     refresh_cron: str = "0 2 * * *"
     refresh_timezone: str = "UTC"
+
+    def client_options(self) -> dict[str, Any]:
+        """The OData client's settings found here, by ClientConfig's names (the URL, the
+        secrets (SECRET_VARIABLES) and the cache directory aside: their users resolve them)."""
+        return {name: getattr(self, name) for name in CLIENT_OPTIONS}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

@@ -1,7 +1,8 @@
 """Runs an import through Dagster in this process: what `well-assets import` does.
 
-It counts the source, registers the page partitions, and executes `odata_import_job`
-for the requested pages in ranged runs (as many pages per run as the asset's backfill
+It takes the plan (``cli.plan``: the pages, their runs, the first pages already being
+read), registers the page partitions, and executes `odata_import_job` for the planned
+pages in ranged runs (as many pages per run as the asset's backfill
 policy allows); the report and the checks run once, in the last of them. With
 DAGSTER_HOME set the runs land in that instance and show in the UI; otherwise a
 throwaway instance is used.
@@ -17,7 +18,8 @@ from typing import Iterator
 
 import dagster as dg
 
-from well_assets.defs.assets import MAX_PAGES_PER_RUN, well_production
+from well_assets.cli.plan import CLI_RUN_ID, ImportPlan, plan_import
+from well_assets.defs.assets import well_production
 from well_assets.defs.dagster_internals import one_planned_event_per_run, reuse_event_log_connection
 from well_assets.defs.definitions import build_definitions
 from well_assets.defs.jobs import range_tags
@@ -26,10 +28,8 @@ from well_assets.errors import WellAssetsError
 from well_assets.names import IMPORT_TAG, TRIGGER_TAG
 from well_assets.pages import progress
 from well_assets.pages.fetcher import PageFetcher
-from well_assets.pages.keys import page_count, pages_within, run_ranges
 from well_assets.reporting import summary as report
 from well_assets.settings import Settings
-from well_assets.storage import tracking, utc_now
 
 QUIET_LOGGERS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -54,8 +54,11 @@ def _instance() -> Iterator[dg.DagsterInstance]:
             yield instance
 
 
-def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: PageFetcher | None = None) -> dict:
-    """Runs the import; ``fetcher``: a page fetcher the caller owns, else the resource starts one."""
+def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: PageFetcher | None = None,
+               planned: ImportPlan | None = None) -> dict:
+    """Runs the import; ``fetcher``: a page fetcher the caller owns, else the resource starts
+    one; ``planned``: the plan the caller made with that fetcher (a source with a URL), else
+    it is made here once the OData resource is open."""
     defs = build_definitions(request.settings)
     store = defs.resources["wells_db"].store()  # plain settings, no EnvVar to resolve
     run_errors: list[str] = []
@@ -70,38 +73,16 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: P
             odata = resources.odata
             if fetcher is not None:
                 odata.use_page_fetcher(fetcher)
-            odata.page_fetcher()
-            source = odata.source_identity()
-            mapped = defs.resources["wells_db"].page_map(source)
-            baseline, taken_at = None, utc_now()
-            if mapped and mapped[-1][2]:
-                # Imported before, to the end: every page is read again by its key range (the
-                # last one, grown past a page, is split by its run).
-                n_pages = len(mapped)
-                pages = pages_within(n_pages, request.start_page, request.max_pages)
-            else:
-                # A first import, or one that stopped before the end: the pages not synced
-                # yet are read by offset, as far as the source's count reaches.
-                # The count also asks for a delta link (change tracking): the request the
-                # first run would otherwise send before its page reads.
-                with odata.client(run_id="cli") as client:
-                    baseline = client.start_tracking()
-                n_pages = max(len(mapped), page_count(baseline.count, request.settings.page_size))
-                pages = pages_within(n_pages, request.start_page, request.max_pages,
-                                     f"the source has {baseline.count} rows in {n_pages} page(s)")
-            runs = run_ranges(pages[0], pages[-1], MAX_PAGES_PER_RUN) if pages else []
-            # Refuse a page size other than the one the partitions were created with, before
-            # anything is fetched or written.
-            with store.connection() as con:  # a read-write connection creates the tables
-                store.check_page_size(con, request.settings.page_size, source)
-                if baseline is not None and baseline.delta_link is not None and pages:
-                    tracking.begin_baseline(con, source, baseline.delta_link, taken_at)
+            plan = planned or plan_import(request.settings, odata.client_config(run_id=CLI_RUN_ID),
+                                          odata.source_identity(), odata.page_fetcher(),
+                                          request.start_page, request.max_pages)
+            pages, runs = plan.pages, plan.runs
             job = build_definitions(request.settings, open_odata=odata).resolve_job_def("odata_import_job")
             display = ProgressDisplay(total_pages=len(pages), enabled=progress_bar)
             progress.subscribe(display)
             try:
                 with display:
-                    register_pages(instance, n_pages)
+                    register_pages(instance, plan.n_pages)
                     page_job = pages_only_job(job) if len(runs) > 1 else job
                     for i, (first, last) in enumerate(runs):
                         last_run = i == len(runs) - 1

@@ -75,15 +75,22 @@ def _import(args) -> int:
     # The page fetcher's process starts first: its imports (Polars, Pandera, httpx) run
     # on the other core while this process imports Dagster.
     with PageFetcher(concurrency=settings.concurrency) as fetcher:
-        from well_assets.cli.importer import ImportRequest, run_import
-
-        request = ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages)
-        # The heavy imports are done: move their objects out of the collector's sight. Every
-        # later collection, and the final one at exit, skips them.
-        gc.freeze()
-        show_progress = not args.no_progress and not args.json and sys.stderr.isatty()
         try:
-            summary = run_import(request, progress_bar=show_progress, fetcher=fetcher)
+            planned = None
+            if settings.base_url:
+                # Plan before importing Dagster, and start reading the first pages: they are
+                # read while Dagster imports and starts the run (cli.plan).
+                from well_assets.cli.plan import plan_for_url
+
+                planned = plan_for_url(settings, fetcher, start_page, max_pages)
+            from well_assets.cli.importer import ImportRequest, run_import
+
+            request = ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages)
+            # The heavy imports are done: move their objects out of the collector's sight. Every
+            # later collection, and the final one at exit, skips them.
+            gc.freeze()
+            show_progress = not args.no_progress and not args.json and sys.stderr.isatty()
+            summary = run_import(request, progress_bar=show_progress, fetcher=fetcher, planned=planned)
         except ConfigError as exc:  # a setting found invalid only when used (e.g. an uncreatable directory)
             return fail(exc, args.json, EXIT_USAGE)
         except WellAssetsError as exc:

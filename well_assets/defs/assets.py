@@ -19,8 +19,8 @@ from well_assets.defs.resources import ODataResource, WellsDatabase
 from well_assets.errors import ChangeTrackingUnavailable
 from well_assets.names import SYNC_DELTA, SYNC_RESYNC, SYNC_TAG, import_id
 from well_assets.pages.delta import DeltaStream
-from well_assets.pages.keys import page_index
-from well_assets.pages.ranges import raw_key
+from well_assets.pages.keys import MAX_PAGES_PER_RUN, page_index
+from well_assets.pages.ranges import known_ranges
 from well_assets.pages.stream import PageStream
 from well_assets.reporting import summary as report
 from well_assets.storage import tracking
@@ -31,9 +31,6 @@ from well_assets.validation.model import DEFAULT_MAX_DAILY_VOLUME, ValidationSet
 ODATA_LOGGER = logging.getLogger("well_assets.odata")
 GROUP = "well_production"
 OWNERS = ["team:data-engineering"]
-# Pages per run of a backfill: enough to amortise a run's ~5 s start-up, small enough
-# that one failing run does not hold up a whole large import.
-MAX_PAGES_PER_RUN = 500
 
 
 class ImportConfig(dg.Config):
@@ -43,7 +40,7 @@ class ImportConfig(dg.Config):
     prefetch: int = Field(
         default=4,
         description="Page fetches queued beyond the ones in flight (ODATA_CONCURRENCY), 1..8; fetched pages "
-                    "wait in memory for the writer, at most 32.",
+                    "wait in memory for the writer, at most 16 per fetch in flight.",
     )
 
 
@@ -125,7 +122,7 @@ def well_production(
         root_run_id=root_run,
         import_id=import_id(run.tags, run.run_id, run.root_run_id),
         run_started_at=datetime.fromtimestamp(started, UTC).replace(tzinfo=None),
-        ranges=_known_ranges(wells_db, source, [page for page, _ in pages]),
+        ranges=known_ranges(wells_db.page_map(source), [page for page, _ in pages]),
         max_delete_fraction=wells_db.max_delete_fraction,
         register_keys=lambda keys: instance.add_dynamic_partitions(odata_pages.name, keys),
     )
@@ -157,15 +154,6 @@ def _take_baseline(context: dg.AssetExecutionContext, odata: ODataResource, well
     with store.connection() as con:
         if tracking.begin_baseline(con, source, baseline.delta_link, taken_at):
             context.log.info("change tracking: baseline taken; it becomes the delta link once every page is synced")
-
-
-def _known_ranges(wells_db: WellsDatabase, source: str, pages: list[int]) -> dict[int, tuple]:
-    """The key ranges of the given pages that were synced before: they are read by range."""
-    mapped = wells_db.page_map(source)
-    lowers = {page: lower for page, lower, _synced in mapped}
-    synced = {page for page, _lower, was_synced in mapped if was_synced}
-    return {page: (raw_key(lowers.get(page)), raw_key(lowers.get(page + 1)))
-            for page in pages if page in synced and (page == 0 or lowers.get(page) is not None)}
 
 
 @dg.asset(

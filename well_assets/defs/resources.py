@@ -198,13 +198,7 @@ class WellsDatabase(dg.ConfigurableResource):
 
     def page_map(self, source: str) -> list[tuple[int, tuple | None, bool]]:
         """The page map of ``source`` (empty before the first import)."""
-        store = self.store()
-        if not store.path.exists():
-            return []
-        with store.connection(read_only=True) as con:
-            if not storage.has_table(con, "odata_page_map"):
-                return []
-            return storage.page_map(con, source)
+        return self.store().page_map(source)
 
 
 def _secret(name: str):
@@ -216,20 +210,8 @@ def resources_from_settings(s: settings.Settings) -> dict:
     """The code location's resources for the given settings (secrets from the environment)."""
     odata = ODataResource(
         base_url=s.base_url,
-        entity_set=s.entity_set,
-        page_size=s.page_size,
-        filter=s.filter,
-        token=_secret("ODATA_TOKEN"),
-        username=_secret("ODATA_USERNAME"),
-        password=_secret("ODATA_PASSWORD"),
-        min_interval=s.min_interval,
-        concurrency=s.concurrency,
-        change_tracking=s.change_tracking,
-        max_retries=s.max_retries,
-        backoff_base=s.backoff_base,
-        backoff_cap=s.backoff_cap,
-        max_retry_after=s.max_retry_after,
-        read_timeout=s.read_timeout,
+        **s.client_options(),
+        **{field: _secret(variable) for field, variable in settings.SECRET_VARIABLES.items()},
         cache_dir=s.cache_directory,
         demo_rows=s.demo_rows,
         demo_bad_rows=s.demo_bad_rows,

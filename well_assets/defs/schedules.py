@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from well_assets.defs.assets import MAX_PAGES_PER_RUN
 from well_assets.defs.jobs import odata_import_job, range_tags
 from well_assets.defs.partitions import odata_pages, register_pages
 from well_assets.defs.resources import ODataResource
 from well_assets.defs.sensors import sensor_client
 from well_assets.errors import ConfigError, WellAssetsError
 from well_assets.names import SCHEDULE_NAME, TRIGGER_TAG
-from well_assets.pages.keys import page_count, page_key, range_problem, run_ranges
+from well_assets.pages.keys import MAX_PAGES_PER_RUN, page_count, page_key, range_problem, run_ranges
 from well_assets.settings import Settings
 
 

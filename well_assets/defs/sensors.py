@@ -41,7 +41,6 @@ from dataclasses import dataclass
 import dagster as dg
 
 from well_assets import storage
-from well_assets.defs.assets import MAX_PAGES_PER_RUN
 from well_assets.defs.jobs import odata_import_job, range_tags
 from well_assets.defs.partitions import odata_pages
 from well_assets.defs.resources import ODataResource, WellsDatabase
@@ -49,7 +48,7 @@ from well_assets.errors import ConfigError, DatabaseError, DeltaLinkExpired, Wel
 from well_assets.names import SENSOR_NAME, SYNC_DELTA, SYNC_RESYNC, SYNC_TAG, TRIGGER_TAG
 from well_assets.odata import ODataClient
 from well_assets.pages.delta import PageLocator, place
-from well_assets.pages.keys import blocks, missing_keys, page_count, page_key, range_problem, run_ranges
+from well_assets.pages.keys import MAX_PAGES_PER_RUN, blocks, missing_keys, page_count, page_key, range_problem, run_ranges
 from well_assets.pages.ranges import changed_pages
 from well_assets.settings import Settings
 from well_assets.storage import tracking

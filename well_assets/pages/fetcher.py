@@ -25,6 +25,7 @@ Nothing here imports Dagster or DuckDB: the worker stays small and quick to star
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import gc
 import importlib
 import itertools
@@ -87,6 +88,12 @@ class PageTask:
     lower: tuple | None = None
     upper: tuple | None = None
 
+    @property
+    def read_key(self) -> PageTask:
+        """This task without what only labels its requests (the run id in X-Request-ID) or
+        says where a run group caches its responses: tasks with equal keys read the same."""
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, run_id="local", cache_dir=None))
+
     def read(self, client: ODataClient) -> PageResult:
         if self.by_range:
             return client.fetch_range(self.page, self.lower, self.upper)
@@ -144,6 +151,7 @@ class PageFetcher:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._pending: dict[int, cf.Future] = {}
+        self._early: dict[PageTask, cf.Future] = {}  # read_key -> future, see read_early
         self._ids = itertools.count()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Any = None
@@ -194,6 +202,7 @@ class PageFetcher:
             if self._closed:
                 return
             self._closed = True
+            self._early.clear()
             process, conn, reader, threads = self._process, self._conn, self._reader, self._threads
         if threads is not None:
             threads.shutdown(wait=False, cancel_futures=True)
@@ -233,10 +242,30 @@ class PageFetcher:
 
     # -- pages --------------------------------------------------------------------
 
+    def read_early(self, tasks: list[PageTask]) -> None:
+        """Start reading ``tasks`` before anyone asks for them: a later ``submit`` of a task
+        with the same ``read_key`` gets the page read here instead of reading it again.
+        For a caller that knows which pages will be read first and has other work to do
+        meanwhile (the CLI, while Dagster starts its run). Pages never asked for are dropped
+        when the fetcher closes."""
+        for task in tasks:
+            key = task.read_key
+            with self._lock:
+                if key in self._early:
+                    continue
+            future = self.submit(task)
+            with self._lock:
+                self._early[key] = future
+
     def submit(self, task: PageTask, ready: int = 0) -> cf.Future:
         """Queue one page; the future yields its PageItem (see ``outcome``). ``ready``: how
         many fetched pages the caller holds that it has not written yet (how long it can
-        wait for the next ones; see PATIENT_FROM)."""
+        wait for the next ones; see PATIENT_FROM). A page read early (``read_early``) is
+        not read again: its future is handed over."""
+        with self._lock:
+            early = self._early.pop(task.read_key, None) if self._early else None
+        if early is not None:
+            return early
         self.start()
         if self._threads is not None:
             return self._threads.submit(run_page, task)

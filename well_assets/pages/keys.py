@@ -18,6 +18,9 @@ from well_assets.errors import PaginationError
 from well_assets.names import PARTITIONS_NAME
 
 _KEY_PATTERN = re.compile(r"^\d{5,}$")
+# Pages per run of a backfill, an import or a refresh: enough to amortise a run's start-up,
+# small enough that one failing run does not hold up a whole large import.
+MAX_PAGES_PER_RUN = 500
 
 
 def page_key(page: int) -> str:

@@ -114,6 +114,15 @@ def raw_key(key: Key | None) -> tuple | None:
     return None if key is None else (key[0], key[1].isoformat())
 
 
+def known_ranges(mapped: list[tuple[int, Key | None, bool]], pages: list[int]) -> dict[int, tuple]:
+    """Of ``pages``, those synced before (``mapped``: the page map), with their key ranges as
+    the client addresses them: they are read by range."""
+    lowers = {page: lower for page, lower, _synced in mapped}
+    synced = {page for page, _lower, was_synced in mapped if was_synced}
+    return {page: (raw_key(lowers.get(page)), raw_key(lowers.get(page + 1)))
+            for page in pages if page in synced and (page == 0 or lowers.get(page) is not None)}
+
+
 GROUP_PAGES = 8
 
 

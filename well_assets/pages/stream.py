@@ -4,7 +4,7 @@ The asset returns a PageStream instead of a frame so that a run covering hundred
 pages never holds more than a few of them: the page fetcher's process
 (``fetch_worker.PageFetcher``, owned by the step's OData resource) fetches and validates
 the next pages (the fetcher's ``concurrency`` in flight and ``prefetch`` more queued, at
-most ``MAX_HELD_PAGES`` pages held) while the consumer commits page k. That overlap is
+most ``HELD_PAGES_PER_FETCH`` pages per fetch in flight held) while the consumer commits page k. That overlap is
 where a large import wins its time. Pages are handed to the consumer in page order, so a
 page's lower key is known before the page after it is committed (``pages.ranges``); a
 page that comes back early waits in memory for the ones before it.
@@ -28,9 +28,11 @@ from well_assets.validation.model import ValidationSettings
 
 __all__ = ["PageItem", "PageStream"]  # PageItem is built by the page fetcher
 
-# Fetched pages a stream may hold while the writer is busy (~70 KB of frames each): the
-# fetcher keeps working through a slow write instead of idling.
-MAX_HELD_PAGES = 32
+# Fetched pages a stream may hold per page fetch in flight while the writer is busy (~70 KB
+# of frames each at 1000 rows): the fetcher keeps working through a slow write instead of
+# idling, and through the pages the command read early for the run (cli.plan reads fewer
+# per fetch than this, so the stream can take them all and still send new fetches).
+HELD_PAGES_PER_FETCH = 16
 
 
 @dataclass
@@ -88,7 +90,7 @@ class PageStream:
         todo = iter(self.tasks())
         in_flight: deque = deque()
         ahead = self.fetcher.concurrency + max(0, self.prefetch)
-        most = max(ahead, MAX_HELD_PAGES)
+        most = max(ahead, HELD_PAGES_PER_FETCH * self.fetcher.concurrency)
 
         def top_up() -> None:
             # Keep the fetcher's `concurrency` fetches running and `prefetch` more queued,

@@ -15,7 +15,7 @@ import duckdb
 
 from well_assets import errors
 from well_assets.settings import validate_database
-from well_assets.storage import page_write, sql
+from well_assets.storage import page_write, reads, sql
 from well_assets.storage.page_write import fetch_all
 from well_assets.storage.records import PageCounts, PageFailure, PageWrite, utc_now
 
@@ -131,6 +131,13 @@ class DuckDBStore:
             con.execute(statement).fetchall()
 
     # -- page size ------------------------------------------------------------------
+
+    def page_map(self, source: str) -> list[tuple[int, tuple | None, bool]]:
+        """The page map of ``source`` (empty before the first import; creates no file)."""
+        if not self.path.exists():
+            return []
+        with self.connection(read_only=True) as con:
+            return reads.page_map(con, source) if reads.has_table(con, "odata_page_map") else []
 
     def check_page_size(self, con: duckdb.DuckDBPyConnection, page_size: int, source: str) -> None:
         """Record ``page_size`` for ``source`` on first use; raise ConfigError naming

@@ -142,10 +142,10 @@ def test_ranged_runs_write_pages_and_only_the_last_runs_report_and_checks(demo_s
                                                                           monkeypatch):
     import dagster as dg
 
-    from well_assets.cli import importer
+    from well_assets.cli import plan
     from well_assets.cli.main import main
 
-    monkeypatch.setattr(importer, "MAX_PAGES_PER_RUN", 2)
+    monkeypatch.setattr(plan, "MAX_PAGES_PER_RUN", 2)
     server = demo_server(rows=2500, bad_rows=0.01)
     assert main(["import", "--base-url", server.base_url, "--database", db_path, "--page-size", "500"]) == 0
     assert stored_table(db_path) == expected_table(server)
@@ -179,9 +179,9 @@ def test_writer_connection_is_reopened_between_pages_without_losing_any(demo_ser
 
 @pytest.mark.parametrize("pages_per_run", [2, 500])
 def test_every_page_is_requested_once(demo_server, run_import, db_path, monkeypatch, pages_per_run):
-    from well_assets.cli import importer
+    from well_assets.cli import plan
 
-    monkeypatch.setattr(importer, "MAX_PAGES_PER_RUN", pages_per_run)
+    monkeypatch.setattr(plan, "MAX_PAGES_PER_RUN", pages_per_run)
     server = demo_server(rows=2500, bad_rows=0.01)
     server.state.stats.reset()
     summary = run_import(server, page_size=500)

@@ -85,12 +85,12 @@ def test_change_tracking_setting_reaches_the_client_config(env, flag, expected, 
         def __enter__(self): return self
         def __exit__(self, *exc): return False
 
-    def stop_import(request, **_):  # where the import would start, the settings are final
-        seen["settings"] = request.settings
+    def stop_import(settings, *_args):  # where the import is planned, the settings are final
+        seen["settings"] = settings
         raise ConfigError("stop", None, "nothing")
 
     monkeypatch.setattr("well_assets.pages.fetcher.PageFetcher", NoFetcher)
-    monkeypatch.setattr("well_assets.cli.importer.run_import", stop_import)
+    monkeypatch.setattr("well_assets.cli.plan.plan_for_url", stop_import)
     flags = ["--change-tracking", flag] if flag is not None else []
     assert main(["import", "--json", "--base-url", "http://127.0.0.1:9/odata",
                  "--database", str(tmp_path / "w.duckdb"), *flags]) == 2

@@ -1,5 +1,5 @@
 """PageStream against the real page fetcher and the bundled service: pages come out in
-order, each is requested once, at most MAX_HELD_PAGES are held ahead of the writer, and a
+order, each is requested once, at most HELD_PAGES_PER_FETCH per fetch in flight are held ahead of the writer, and a
 stream stopped early sends nothing more."""
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def test_a_writer_with_pages_in_hand_gets_every_page_in_order_once(demo_server, 
     assert _page_requests(server) == [100 * p for p in range(60)]
 
 
-def test_the_fetcher_works_ahead_but_holds_at_most_max_held_pages(demo_server, fetcher, monkeypatch):
-    monkeypatch.setattr(stream_module, "MAX_HELD_PAGES", 3)
+def test_the_fetcher_works_ahead_but_holds_at_most_its_share_of_pages(demo_server, fetcher, monkeypatch):
+    monkeypatch.setattr(stream_module, "HELD_PAGES_PER_FETCH", 3)
     server = demo_server(rows=1000, bad_rows=0.0)
     ahead = []
     for item in _stream(fetcher, server, range(10), prefetch=2):
@@ -82,17 +82,17 @@ def test_the_fetcher_works_ahead_but_holds_at_most_max_held_pages(demo_server, f
         # was sent while it holds page k is fixed: pages after k, fetched or in flight.
         ahead.append(len(fetcher.submitted) - (item.page + 1))
     assert ahead[:8] and min(ahead[:8]) >= 1  # never idle while pages remain
-    assert max(ahead) <= max(3, fetcher.concurrency + 2)
+    assert max(ahead) <= max(3 * fetcher.concurrency, fetcher.concurrency + 2)
     assert fetcher.submitted == list(range(10))
 
 
 def test_a_stream_stopped_early_sends_no_more_requests(demo_server, fetcher):
-    server = demo_server(rows=4000, bad_rows=0.0)
+    server = demo_server(rows=8000, bad_rows=0.0)
     server.state.stats.reset()
-    pages = iter(_stream(fetcher, server, range(40), prefetch=2))
+    pages = iter(_stream(fetcher, server, range(80), prefetch=2))
     assert [next(pages).page, next(pages).page] == [0, 1]
     pages.close()  # the consumer stops (a failed run, a terminated step)
     sent = list(fetcher.submitted)
-    # the two taken and at most MAX_HELD_PAGES more (fetched, in flight or queued)
-    assert len(sent) <= 2 + max(stream_module.MAX_HELD_PAGES, fetcher.concurrency + 2) < 40
+    # the two taken and at most the held pages more (fetched, in flight or queued)
+    assert len(sent) <= 2 + stream_module.HELD_PAGES_PER_FETCH * fetcher.concurrency < 80
     assert wait_until(lambda: _page_requests(server) == [100 * p for p in sent], timeout=30)
