@@ -12,8 +12,10 @@ The budget adapts (AIMD) when ``adaptive``:
 - Concurrency: the requests in flight are capped by ``limit``, at most ``max_concurrency``.
   A congestion signal (429, 503, or a latency well above its moving baseline) halves it;
   every ``INCREASE_AFTER`` successes raise it by one again.
-- Rate: a 429 caps the request rate at a little less than the rate that was just refused
-  (the requests started in the last second); every success raises that cap by
+- Rate: a 429 caps the request rate at a little less than the rate the server accepted
+  just before (the requests of the last second it answered; the requests started in that
+  second, refused ones included, overstate the server's limit by those in flight when it
+  said no, and teach a cap it refuses again); every success raises that cap by
   ``RATE_STEP`` requests per second, so it creeps back towards the server's limit instead
   of bouncing off it, and ``RATE_FORGET`` seconds without a refusal lift it. A 503 or a
   latency spike raises the spacing multiplicatively instead (an overloaded server, not a
@@ -83,6 +85,7 @@ class Throttle:
         self.peak_in_flight = 0
         self._next_slot = 0.0  # monotonic time before which no request may start
         self._starts: deque[float] = deque()
+        self._accepted: deque[float] = deque()  # when the requests the server answered were sent
         self._last_cut = -math.inf
         self._good = 0
         self._baseline: float | None = None
@@ -133,6 +136,17 @@ class Throttle:
                 self._feedback(ticket, latency, status)
             self._cond.notify_all()
 
+    def learn_rate(self, rate_cap: float) -> None:
+        """Another process's throttle of this host (the page fetcher's) was refused and capped
+        its rate at ``rate_cap``: this one caps at it too (the stricter cap wins), from now on
+        as if refused itself. So a few requests of this process, such as a check's counts
+        after the pages, start at the rate the server allows instead of finding it again."""
+        with self._cond:
+            if not self.adaptive:
+                return
+            self.rate_cap = min(self.rate_cap or math.inf, float(rate_cap))
+            self._last_cut = max(self._last_cut, self._clock())
+
     def hold_off(self, seconds: float) -> None:
         """The server asked everyone to wait (Retry-After): no request from this process before then."""
         with self._cond:
@@ -142,6 +156,10 @@ class Throttle:
         if status in CONGESTION:
             self._cut(ticket, refused=status == 429)
             return
+        if status is not None:
+            self._accepted.append(ticket.sent_at)
+            while self._accepted and self._accepted[0] <= self._clock() - RATE_WINDOW:
+                self._accepted.popleft()
         if latency is None or status is None or status >= 500:
             return  # failures are handled by retry backoff, not by the latency baseline
         slow = (
@@ -171,9 +189,11 @@ class Throttle:
         self.limit = max(1, self.limit // 2)
         if refused:
             started = len(self._starts)  # in the last RATE_WINDOW seconds, this one included
+            accepted = sum(1 for sent in self._accepted if sent > ticket.sent_at - RATE_WINDOW)
             if started >= 2:
-                refused_rate = started / RATE_WINDOW
-                self.rate_cap = min(self.rate_cap or math.inf, refused_rate) * RATE_BACKOFF
+                # What the server took, when it took enough to tell; else what was sent.
+                rate = (min(started, accepted) if accepted >= 2 else started) / RATE_WINDOW
+                self.rate_cap = min(self.rate_cap or math.inf, rate) * RATE_BACKOFF
                 return
             factor = BACKOFF_FACTOR_429
         else:

@@ -116,6 +116,9 @@ class PageItem:
     split_keys: list[tuple] = field(default_factory=list)
     worker_pid: int = 0
     worker_peak_rss_mb: float = 0.0
+    # The request rate the worker's throttle of the source is capped at after a 429 (None:
+    # not capped); the caller's own requests to the source keep to it (Throttle.learn_rate).
+    rate_cap: float | None = None
     log_records: list[logging.LogRecord] = field(default_factory=list)
     # A page of delta changes: the keys to delete (see storage.PageWrite.gone); None otherwise.
     gone: list[tuple] | None = None
@@ -502,7 +505,11 @@ def fetch_and_parse(task: PageTask) -> tuple[PageItem, ParsedPage | None]:
     try:
         try:
             if _IN_WORKER:
-                out.result = task.read(_client(task.config, logger))
+                client = _client(task.config, logger)
+                try:
+                    out.result = task.read(client)
+                finally:
+                    out.rate_cap = client.throttle.rate_cap
             else:  # a thread of the caller: a client of its own, closed with the page
                 from well_assets.odata import ODataClient
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Callable, Iterator
 
 from well_assets.odata import ClientConfig
+from well_assets.odata.throttle import throttle_for
 from well_assets.pages import fetcher as fetch_worker
 from well_assets.pages.fetcher import PageFetcher, PageItem
 from well_assets.validation.model import ValidationSettings
@@ -107,6 +108,10 @@ class PageStream:
         try:
             while in_flight:
                 item = self.fetcher.outcome(in_flight.popleft())
+                if item.rate_cap is not None:
+                    config = self.client_config
+                    throttle_for(config.base_url, config.min_interval, config.adaptive_throttle,
+                                 config.concurrency).learn_rate(item.rate_cap)
                 top_up()  # keep the fetcher busy while this page is written
                 yield item
         finally:

@@ -65,14 +65,14 @@ def test_a_lone_429_slows_down_multiplicatively_and_successes_decay_slowly():
     assert th.interval == 0.0
 
 
-def test_a_429_caps_the_rate_below_the_refused_rate_which_creeps_back_then_lifts():
+def test_a_429_caps_the_rate_below_the_accepted_rate_which_creeps_back_then_lifts():
     clock = FakeClock()
     th = Throttle(0.0, adaptive=True, max_concurrency=4, clock=clock, sleep=clock.sleep)
     for _ in range(20):  # 20 requests within one second (40 ms apart)...
         request(th)
         clock.t += 0.04
     request(th, status=429)  # ...and the 21st refused
-    assert th.rate_cap == pytest.approx(21 * RATE_BACKOFF)
+    assert th.rate_cap == pytest.approx(20 * RATE_BACKOFF)
     assert th.spacing == pytest.approx(1 / th.rate_cap)
     capped = th.rate_cap
     for _ in range(10):
@@ -81,6 +81,32 @@ def test_a_429_caps_the_rate_below_the_refused_rate_which_creeps_back_then_lifts
     clock.t += RATE_FORGET + 1
     request(th)
     assert th.rate_cap is None and th.spacing == 0.0
+
+
+def test_the_rate_learnt_from_a_refusal_is_the_rate_the_server_accepted_not_the_rate_sent():
+    clock = FakeClock()
+    th = Throttle(0.0, adaptive=True, max_concurrency=8, clock=clock, sleep=clock.sleep)
+    for _ in range(20):  # 20 requests answered within 0.6 s...
+        request(th)
+        clock.t += 0.03
+    burst = [th.acquire() for _ in range(6)]  # ...then six in flight together,
+    for ticket in burst:
+        th.release(ticket, 0.01, 429)  # all refused: one episode, one cut
+    assert th.rate_cap == pytest.approx(20 * RATE_BACKOFF)  # not the 26 sent in that second
+    assert th.limit == 4
+
+
+def test_a_rate_learnt_by_another_process_caps_this_one_until_forgotten():
+    clock = FakeClock()
+    th = Throttle(0.0, adaptive=True, max_concurrency=8, clock=clock, sleep=clock.sleep)
+    th.learn_rate(18.0)  # the page fetcher was refused and capped its rate
+    waits = [request(th).waited for _ in range(3)]
+    assert waits[0] == 0 and all(w == pytest.approx(1 / 18.0, rel=0.01) for w in waits[1:])  # successes creep it up
+    th.learn_rate(30.0)  # a laxer cap does not loosen it
+    assert th.rate_cap < 18.1
+    clock.t += RATE_FORGET + 1
+    request(th)
+    assert th.rate_cap is None
 
 
 def test_congestion_halves_the_concurrency_once_per_episode_and_successes_raise_it_one_by_one():
