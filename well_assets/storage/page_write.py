@@ -144,8 +144,9 @@ class FastInsert:
     def committed(self, valid: pl.DataFrame) -> None:
         """A page's rows were committed: the largest stored key is at least theirs."""
         if valid.height and self._largest_known:
-            well = valid.get_column(KEY[0]).max()
-            day = valid.filter(pl.col(KEY[0]) == well).get_column(KEY[1]).max()
+            wells = valid.get_column(KEY[0])
+            well = wells.max()
+            day = valid.get_column(KEY[1]).filter(wells == well).max()  # Series ops: no query plan
             if self._largest is None or (well, day) > self._largest:
                 self._largest = (well, day)
 
