@@ -2,10 +2,9 @@
 
 It takes the plan (``cli.plan``: the pages, their runs, the first pages already being
 read), registers the page partitions, and executes `odata_import_job` for the planned
-pages in ranged runs (as many pages per run as the asset's backfill
-policy allows); the report and the checks run once, in the last of them. With
-DAGSTER_HOME set the runs land in that instance and show in the UI; otherwise a
-throwaway instance is used.
+pages in ranged runs (as many pages per run as the asset's backfill policy allows); the
+report and the checks run once, in the last of them. With DAGSTER_HOME set the runs land
+in that instance and show in the UI; otherwise a throwaway instance is used.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The asset returns a PageStream instead of a frame so that a run covering hundred
 pages never holds more than a few of them: the page fetcher's process
 (``fetch_worker.PageFetcher``, owned by the step's OData resource) fetches and validates
 the next pages (the fetcher's ``concurrency`` in flight and ``prefetch`` more queued, at
-most ``HELD_PAGES_PER_FETCH`` pages per fetch in flight held) while the consumer commits page k. That overlap is
-where a large import wins its time. Pages are handed to the consumer in page order, so a
+most ``HELD_PAGES_PER_FETCH`` pages held per fetch in flight) while the consumer commits
+page k. That overlap is where a large import wins its time. Pages are handed to the consumer in page order, so a
 page's lower key is known before the page after it is committed (``pages.ranges``); a
 page that comes back early waits in memory for the ones before it.
 
