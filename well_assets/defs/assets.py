@@ -40,7 +40,7 @@ class ImportConfig(dg.Config):
     prefetch: int = Field(
         default=4,
         description="Page fetches queued beyond the ones in flight (ODATA_CONCURRENCY), 1..8; fetched pages "
-                    "wait in memory for the writer, at most 16 per fetch in flight.",
+                    "wait in memory for the writer, at most 32.",
     )
 
 

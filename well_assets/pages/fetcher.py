@@ -260,6 +260,11 @@ class PageFetcher:
             with self._lock:
                 self._early[key] = future
 
+    def was_read_early(self, task: PageTask) -> bool:
+        """Whether ``submit(task)`` would hand over a page read early (see ``read_early``)."""
+        with self._lock:
+            return bool(self._early) and task.read_key in self._early
+
     def submit(self, task: PageTask, ready: int = 0) -> cf.Future:
         """Queue one page; the future yields its PageItem (see ``outcome``). ``ready``: how
         many fetched pages the caller holds that it has not written yet (how long it can

@@ -4,8 +4,8 @@ The asset returns a PageStream instead of a frame so that a run covering hundred
 pages never holds more than a few of them: the page fetcher's process
 (``fetch_worker.PageFetcher``, owned by the step's OData resource) fetches and validates
 the next pages (the fetcher's ``concurrency`` in flight and ``prefetch`` more queued, at
-most ``HELD_PAGES_PER_FETCH`` pages held per fetch in flight) while the consumer commits
-page k. That overlap is where a large import wins its time. Pages are handed to the consumer in page order, so a
+most ``MAX_HELD_PAGES`` pages held besides the ones read early) while the consumer
+commits page k. That overlap is where a large import wins its time. Pages are handed to the consumer in page order, so a
 page's lower key is known before the page after it is committed (``pages.ranges``); a
 page that comes back early waits in memory for the ones before it.
 
@@ -29,11 +29,10 @@ from well_assets.validation.model import ValidationSettings
 
 __all__ = ["PageItem", "PageStream"]  # PageItem is built by the page fetcher
 
-# Fetched pages a stream may hold per page fetch in flight while the writer is busy (~70 KB
-# of frames each at 1000 rows): the fetcher keeps working through a slow write instead of
-# idling, and through the pages the command read early for the run (cli.plan reads fewer
-# per fetch than this, so the stream can take them all and still send new fetches).
-HELD_PAGES_PER_FETCH = 16
+# Fetched pages a stream may hold while the writer is busy (~70 KB of frames each): the
+# fetcher keeps working through a slow write instead of idling. Pages the command read
+# early for the run (cli.plan) come on top, once, at the start.
+MAX_HELD_PAGES = 32
 
 
 @dataclass
@@ -89,25 +88,29 @@ class PageStream:
 
     def __iter__(self) -> Iterator[PageItem]:
         todo = iter(self.tasks())
-        in_flight: deque = deque()
+        in_flight: deque = deque()  # (future, read early), in page order
         ahead = self.fetcher.concurrency + max(0, self.prefetch)
-        most = max(ahead, HELD_PAGES_PER_FETCH * self.fetcher.concurrency)
+        most = max(ahead, MAX_HELD_PAGES)
 
         def top_up() -> None:
             # Keep the fetcher's `concurrency` fetches running and `prefetch` more queued,
             # however many pages are already fetched and waiting (a fetcher faster than the
             # writer): the fetcher never idles while pages remain, and at most `most` pages
-            # are held.
-            while len(in_flight) < most and sum(not f.done() for f in in_flight) < ahead:
+            # are held besides the ones read early (they are held already, and taking them
+            # must not stop new fetches while the writer works through them).
+            while (sum(not early for _, early in in_flight) < most
+                   and sum(not future.done() for future, _ in in_flight) < ahead):
                 task = next(todo, None)
                 if task is None:
                     return
-                in_flight.append(self.fetcher.submit(task, ready=sum(f.done() for f in in_flight)))
+                early = self.fetcher.was_read_early(task)
+                ready = sum(future.done() for future, _ in in_flight)
+                in_flight.append((self.fetcher.submit(task, ready=ready), early))
 
         top_up()
         try:
             while in_flight:
-                item = self.fetcher.outcome(in_flight.popleft())
+                item = self.fetcher.outcome(in_flight.popleft()[0])
                 if item.rate_cap is not None:
                     config = self.client_config
                     throttle_for(config.base_url, config.min_interval, config.adaptive_throttle,
@@ -115,5 +118,5 @@ class PageStream:
                 top_up()  # keep the fetcher busy while this page is written
                 yield item
         finally:
-            for future in in_flight:  # the consumer stopped early: drop what is queued
+            for future, _ in in_flight:  # the consumer stopped early: drop what is queued
                 future.cancel()

@@ -1,8 +1,10 @@
 """PageStream against the real page fetcher and the bundled service: pages come out in
-order, each is requested once, at most HELD_PAGES_PER_FETCH per fetch in flight are held ahead of the writer, and a
+order, each is requested once, at most MAX_HELD_PAGES are held ahead of the writer, and a
 stream stopped early sends nothing more."""
 
 from __future__ import annotations
+
+import concurrent.futures
 
 import pytest
 
@@ -20,11 +22,14 @@ class CountingFetcher(PageFetcher):
         super().__init__(concurrency=concurrency)
         self.submitted: list[int] = []
         self.ready: list[int] = []
+        self.futures: list = []
 
     def submit(self, task, ready=0):
         self.submitted.append(task.page)
         self.ready.append(ready)
-        return super().submit(task, ready=ready)
+        future = super().submit(task, ready=ready)
+        self.futures.append(future)
+        return future
 
 
 @pytest.fixture(params=[1, 4], ids=["one-in-flight", "four-in-flight"])
@@ -73,8 +78,8 @@ def test_a_writer_with_pages_in_hand_gets_every_page_in_order_once(demo_server, 
     assert _page_requests(server) == [100 * p for p in range(60)]
 
 
-def test_the_fetcher_works_ahead_but_holds_at_most_its_share_of_pages(demo_server, fetcher, monkeypatch):
-    monkeypatch.setattr(stream_module, "HELD_PAGES_PER_FETCH", 3)
+def test_the_fetcher_works_ahead_but_holds_at_most_max_held_pages(demo_server, fetcher, monkeypatch):
+    monkeypatch.setattr(stream_module, "MAX_HELD_PAGES", 3)
     server = demo_server(rows=1000, bad_rows=0.0)
     ahead = []
     for item in _stream(fetcher, server, range(10), prefetch=2):
@@ -82,8 +87,25 @@ def test_the_fetcher_works_ahead_but_holds_at_most_its_share_of_pages(demo_serve
         # was sent while it holds page k is fixed: pages after k, fetched or in flight.
         ahead.append(len(fetcher.submitted) - (item.page + 1))
     assert ahead[:8] and min(ahead[:8]) >= 1  # never idle while pages remain
-    assert max(ahead) <= max(3 * fetcher.concurrency, fetcher.concurrency + 2)
+    assert max(ahead) <= max(3, fetcher.concurrency + 2)
     assert fetcher.submitted == list(range(10))
+
+
+def test_pages_read_early_are_taken_over_without_holding_up_new_fetches(demo_server, fetcher, monkeypatch):
+    monkeypatch.setattr(stream_module, "MAX_HELD_PAGES", 3)
+    server = demo_server(rows=2000, bad_rows=0.0)
+    server.state.stats.reset()
+    stream = _stream(fetcher, server, range(20), prefetch=2)
+    fetcher.read_early(stream.tasks()[:8])  # what the command does while Dagster starts
+    concurrent.futures.wait(fetcher.futures, timeout=30)  # read and judged before the run asks
+    fetcher.submitted.clear()
+    pages = iter(stream)
+    assert next(pages).page == 0
+    # Holding page 0, the stream took the eight early pages over (more than it may hold of
+    # its own) and still sent new fetches beyond them.
+    assert fetcher.submitted[:8] == list(range(8)) and len(fetcher.submitted) > 8
+    assert [item.page for item in pages] == list(range(1, 20))
+    assert _page_requests(server) == [100 * p for p in range(20)]  # each page read once
 
 
 def test_a_stream_stopped_early_sends_no_more_requests(demo_server, fetcher):
@@ -94,5 +116,5 @@ def test_a_stream_stopped_early_sends_no_more_requests(demo_server, fetcher):
     pages.close()  # the consumer stops (a failed run, a terminated step)
     sent = list(fetcher.submitted)
     # the two taken and at most the held pages more (fetched, in flight or queued)
-    assert len(sent) <= 2 + stream_module.HELD_PAGES_PER_FETCH * fetcher.concurrency < 80
+    assert len(sent) <= 2 + max(stream_module.MAX_HELD_PAGES, fetcher.concurrency + 2) < 80
     assert wait_until(lambda: _page_requests(server) == [100 * p for p in sent], timeout=30)
