@@ -335,10 +335,10 @@ def judge_pages(pages: list[ParsedPage], settings: ValidationSettings = Validati
     Both cost mostly per call (a query per check), not per row: judging the pages waiting
     together costs little more than judging one (docs/benchmarks.md). Each page's parse
     failures and failure cases are its own rows', and its key order and in-page duplicates
-    its own keys', so the outcome of a page does not depend on the pages judged with it. A failure of the
-    frame as a whole (a bug in the parse step) raises ``errors.ValidationError`` for the
-    whole call (``pages.fetcher.judge`` then judges the pages one by one, so only the page
-    it belongs to fails)."""
+    its own keys', so the outcome of a page does not depend on the pages judged with it. A
+    failure of the frame as a whole (a bug in the parse step) raises
+    ``errors.ValidationError`` for the whole call (``pages.fetcher.judge`` then judges the
+    pages one by one, so only the page it belongs to fails)."""
     if not pages:
         return []
     started = time.perf_counter()
