@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--sizes 150000 1500000] [--rounds 3] [--out benchmarks/RESULTS.md]
                              [--latency SECONDS] [--rate-limit PER_SECOND] [--concurrency N [N ...]]
+                             [--baseline-bin PATH]
 
 For every size N it starts the bundled OData service as a separate process on loopback
 (N rows, no bad rows, the service's own max page size: 5000, like Dataverse; with
@@ -12,12 +13,14 @@ sorted view, then per round runs, each as a subprocess with a fresh DuckDB file:
   B  import    well-assets import --base-url URL --database FRESH --json --no-progress
                (the CLI's default concurrency, 4)
   Cn import-cN B with --concurrency N, for every N of --concurrency other than 4
+  P  before    B run by another installed version (--baseline-bin), so the change is
+               measured against it in the same rounds, not across sittings
   S  resync    B's command again on B's database: the source unchanged, every page read
                again by its key range (the re-sync `well-assets import`, the sensor's runs and
                the nightly refresh do)
   F  floor     the same import with --max-pages 1 (fixed cost: start-up, Dagster, 1 page)
 
-in the order A B Cn.. S F A B Cn.. S F ... . Wall time is measured around the process (so
+in the order A B Cn.. P S F A B Cn.. P S F ... . Wall time is measured around the process (so
 Python and Dagster start-up count); CPU comes from os.wait4's rusage of that child (exact,
 includes its own children). Peak RSS is the process tree's: the child's peak from wait4 plus
 the largest sum of the peaks of its descendants alive together (the import's page fetcher
@@ -431,10 +434,12 @@ def import_kinds(concurrency: list[int] | None) -> list[tuple[str, int | None]]:
     return kinds
 
 
-def round_plan(concurrency: list[int] | None, skip: list[str] | None = None) -> list[tuple[str, int | None, int | None]]:
-    """(kind, --concurrency, --max-pages) in the order of a round: A B Cn.. S F (less the skipped)."""
+def round_plan(concurrency: list[int] | None, skip: list[str] | None = None,
+               baseline: bool = False) -> list[tuple[str, int | None, int | None]]:
+    """(kind, --concurrency, --max-pages) in the order of a round: A B Cn.. P S F (less the
+    skipped; P only with a baseline)."""
     plan = [("raw", None, None), *((kind, n, None) for kind, n in import_kinds(concurrency)),
-            ("resync", None, None), ("floor", None, 1)]
+            *([("before", None, None)] if baseline else []), ("resync", None, None), ("floor", None, 1)]
     return [step for step in plan if step[0] not in (skip or [])]
 
 
@@ -443,8 +448,9 @@ def round_plan(concurrency: list[int] | None, skip: list[str] | None = None) -> 
 IMPORT_CMD: list[str] | None = None
 
 
-def import_argv(base_url: str, db: Path, concurrency: int | None, max_pages: int | None) -> list[str]:
-    argv = [*(IMPORT_CMD or well_assets_cmd()), "import", "--base-url", base_url, "--database", str(db), "--json", "--no-progress"]
+def import_argv(base_url: str, db: Path, concurrency: int | None, max_pages: int | None,
+                command: list[str] | None = None) -> list[str]:
+    argv = [*(command or IMPORT_CMD or well_assets_cmd()), "import", "--base-url", base_url, "--database", str(db), "--json", "--no-progress"]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
     if max_pages:
@@ -468,7 +474,7 @@ def count_requests(run: ChildRun, server: DemoService, before: dict, began_wall:
 def bench_size(size: int, rounds: int, args, log) -> dict:
     env = clean_env()
     expected_pages = math.ceil(size / PAGE_SIZE)
-    plan = round_plan(args.concurrency, args.skip)
+    plan = round_plan(args.concurrency, args.skip, baseline=bool(args.baseline_bin))
     runs: list[ChildRun] = []
     workroot = Path(tempfile.mkdtemp(prefix=f"wa-bench-{size}-", dir=args.workdir))
     try:
@@ -486,7 +492,8 @@ def bench_size(size: int, rounds: int, args, log) -> dict:
                         argv = [sys.executable, str(HERE / "raw_loop.py"), "--base-url", server.base_url,
                                 "--database", str(db)]
                     else:
-                        argv = import_argv(server.base_url, db, concurrency, max_pages)
+                        argv = import_argv(server.base_url, db, concurrency, max_pages,
+                                           [args.baseline_bin] if kind == "before" else None)
                     run = ChildRun(kind=kind, size=size, round=rnd, argv=argv,
                                    expected_rows=min(size, PAGE_SIZE) if max_pages else size)
                     if args.rate_limit:
@@ -701,9 +708,11 @@ def render(summaries: list[dict], results: list[dict], machine: dict, args, star
     for kind, n in extra:
         add(f"C{n} {kind}: well-assets import --base-url URL --database FRESH.duckdb --json --no-progress "
             f"--concurrency {n}")
+    if args.baseline_bin:
+        add(f"P before:  {args.baseline_bin} import --base-url URL --database FRESH.duckdb --json --no-progress")
     add("S resync:  well-assets import --base-url URL --database B.duckdb --json --no-progress   (B's file, source unchanged)")
     add("F floor:   well-assets import --base-url URL --database FRESH.duckdb --json --no-progress --max-pages 1")
-    add(f"order per round: {' '.join(['A', 'B', *(f'C{n}' for _, n in extra), 'S', 'F'])}; "
+    add(f"order per round: {' '.join(['A', 'B', *(f'C{n}' for _, n in extra), *(['P'] if args.baseline_bin else []), 'S', 'F'])}; "
         "environment without DAGSTER_HOME (ephemeral instance) and without ODATA_*/WELLS_*"
         + ("; 1 s pause before each run (the rate limit counts per wall-clock second)" if args.rate_limit else ""))
     add("```")
@@ -774,6 +783,10 @@ def render_size(add, res: dict, s: dict) -> None:
     if floors:
         add(" ".join(floors))
         add("")
+    if "before" in s["ratios"]:
+        vs = [a / b if a and b else None for a, b in zip(s["ratios"]["import"], s["ratios"]["before"])]
+        add(f"- import/before per round (this checkout against --baseline-bin, same rounds): "
+            f"{', '.join(fx(x) for x in vs)}; median **{fx(med(vs))}**.")
     for kind in s["ratios"]:
         add(f"- {kind}/raw per round: {', '.join(fx(x) for x in s['ratios'][kind])}; "
             f"median **{fx(s['ratio_median'][kind])}**"
@@ -899,6 +912,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--import-bin", default=None, metavar="PATH",
                     help="the well-assets executable of the import runs (another installed version); "
                          "default: this environment's")
+    ap.add_argument("--baseline-bin", default=None, metavar="PATH",
+                    help="also run this well-assets executable (an earlier version) each round, as kind "
+                         "`before`, right after the import: before and after in the same rounds")
     args = ap.parse_args(argv)
     args.argv_echo = argv
     global IMPORT_CMD

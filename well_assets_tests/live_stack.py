@@ -207,6 +207,10 @@ mutation Stop($id: String!) {
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -262,8 +266,10 @@ class Stack:
     def spawn(self, name: str, *argv: str) -> subprocess.Popen:
         log = self.tmp / f"{name}.log"
         with open(log, "wb") as out:
+            # SIGINT at its default whatever the caller ignores (a background shell starts
+            # pytest with it ignored, and children inherit that): the Ctrl-C tests send it.
             proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_default_sigint)
         self.procs.append((name, proc, log))
         self.track()
         return proc
