@@ -193,7 +193,7 @@ class _Sync:
                               gone=gone,
                               validate_seconds=rows.validate_seconds, lower=lower, upper=upper,
                               next_lower=next_lower, mirror_deletes=mirror,
-                              lower_recorded=item.page in self.mapped,
+                              lower_recorded=item.page in self.mapped, key_checksum=rows.key_checksum,
                               max_delete_fraction=stream.max_delete_fraction)
             try:
                 counts = self.store.write_page(con, write)
@@ -289,7 +289,7 @@ class _Writer:
         self._pages += 1
         if self._pages % REOPEN_EVERY_PAGES == 0:
             self.con.close()
-            self.con = self._store.open_writer()
+            self.con = self._store.open_writer(schema_ensured=True)
 
     def close(self) -> None:
         self.con.close()

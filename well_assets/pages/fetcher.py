@@ -574,7 +574,24 @@ def judge(batch: list[tuple[PageItem, ParsedPage, ValidationSettings]]) -> list[
                 outcome[n] = _finished(item, judge_pages([parsed], settings)[0])
             except WellAssetsError as exc:
                 outcome[n] = _finished(item, error=exc)
-    return [outcome[n] for n in range(len(batch))]
+    items = [outcome[n] for n in range(len(batch))]
+    _add_key_checksums([item.validated for item in items if item.validated is not None])
+    return items
+
+
+def _add_key_checksums(pages: list[ValidatedPage]) -> None:
+    """Each page's key checksum, for the ledger (``storage.contents``): computed here, where
+    the page fetcher's process has time to spare, not on the writer's thread."""
+    import duckdb
+
+    from well_assets.storage.contents import key_checksums
+
+    try:
+        checksums = key_checksums([page.valid for page in pages])
+    except duckdb.Error:  # the writer computes them itself
+        return
+    for page, checksum in zip(pages, checksums):
+        page.key_checksum = checksum
 
 
 def run_page(task: PageTask) -> PageItem:

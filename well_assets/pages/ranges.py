@@ -84,7 +84,8 @@ def within(page: ValidatedPage, lower: Key | None, upper: Key | None) -> Validat
     if not (page.keys_ascending and _ends_within(valid, lower, upper)):  # else every row is in range
         valid = valid.filter(key_in_range(lower, upper))
     return ValidatedPage(valid=valid, rejects=rejects, in_page_duplicates=page.in_page_duplicates,
-                         validate_seconds=page.validate_seconds, keys_ascending=page.keys_ascending)
+                         validate_seconds=page.validate_seconds, keys_ascending=page.keys_ascending,
+                         key_checksum=page.key_checksum if valid is page.valid else None)
 
 
 def _ends_within(valid: pl.DataFrame, lower: Key | None, upper: Key | None) -> bool:
@@ -105,7 +106,7 @@ def split(page: ValidatedPage, lower: Key | None, split_keys: list[tuple]) -> li
     parts = [(lo, hi, within(page, lo, hi)) for lo, hi in zip(bounds, uppers)]
     # in-page duplicates were counted once for the whole read: keep them with the first part
     for i, (lo, hi, part) in enumerate(parts[1:], start=1):
-        parts[i] = (lo, hi, ValidatedPage(part.valid, part.rejects, 0, 0.0, part.keys_ascending))
+        parts[i] = (lo, hi, ValidatedPage(part.valid, part.rejects, 0, 0.0, part.keys_ascending, part.key_checksum))
     return parts
 
 

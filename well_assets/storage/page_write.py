@@ -332,8 +332,7 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
                     "db_seconds": time.perf_counter() - started,
                     "ended_at": utc_now(),
                 },
-                sql.INSERT_LEDGER_ROW_PAGE_CONTENTS if page.mirror_deletes else sql.INSERT_LEDGER_ROW_RANGE_CONTENTS,
-                None if page.mirror_deletes else bounds,
+                *_ledger_contents(page, valid.height, bounds),
             )
             con.execute("COMMIT").fetchall()
         fast.committed(valid)
@@ -355,6 +354,16 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
         db_seconds=time.perf_counter() - started,
         deleted=deleted,
     )
+
+
+def _ledger_contents(page: PageWrite, rows: int, bounds: dict) -> tuple[str, dict | None]:
+    """The ledger statement of a successful page, with how its range's figures are had:
+    given (computed with the page's validation), from the page's rows, or from the table."""
+    if not page.mirror_deletes:
+        return sql.INSERT_LEDGER_ROW_RANGE_CONTENTS, bounds
+    if page.key_checksum is None:
+        return sql.INSERT_LEDGER_ROW_PAGE_CONTENTS, None
+    return sql.INSERT_LEDGER_ROW_GIVEN_CONTENTS, {"rows_in_range": rows, "key_checksum": page.key_checksum}
 
 
 def record_failure(con: duckdb.DuckDBPyConnection, page: PageFailure) -> None:

@@ -99,6 +99,8 @@ class PageWrite(PageFigures):
     # (False: the source no longer has a valid row for it). Applying the page unstages its
     # changes (storage.tracking).
     gone: list[tuple[Key, bool]] | None = None
+    # The key checksum of ``valid`` (storage.contents), if computed before the write.
+    key_checksum: int | None = None
 
 
 @dataclass(kw_only=True)

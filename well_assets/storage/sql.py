@@ -211,6 +211,15 @@ _LEDGER_WITH_CONTENTS = (
     f"SELECT {', '.join('$' + c for c in LEDGER_COLUMNS)}, {_CONTENTS}"
 )
 INSERT_LEDGER_ROW_PAGE_CONTENTS = f"{_LEDGER_WITH_CONTENTS} FROM {PAGE_VALID_VIEW}"
+# The same, with the page's figures computed before the write (storage.contents).
+INSERT_LEDGER_ROW_GIVEN_CONTENTS = (
+    f"INSERT INTO odata_page_log ({', '.join(LEDGER_COLUMNS)}, rows_in_range, key_checksum) "
+    f"VALUES ({', '.join('$' + c for c in LEDGER_COLUMNS)}, $rows_in_range, $key_checksum)"
+)
+# Row count and key checksum of several frames' keys at once (registered as KEYS_VIEW with
+# the frame's number in ``part``): the same figures as the ledger's, outside the file.
+KEYS_VIEW = "wa_keys"
+KEY_CONTENTS_BY_PART = f"SELECT part, {_CONTENTS} FROM {KEYS_VIEW} GROUP BY part"
 INSERT_LEDGER_ROW_RANGE_CONTENTS = f"{_LEDGER_WITH_CONTENTS} FROM well_production WHERE {IN_RANGE}"
 
 # The stored rows of a range that the page's rows no longer have.

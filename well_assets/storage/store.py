@@ -70,13 +70,15 @@ class DuckDBStore:
         finally:
             con.close()
 
-    def open_writer(self) -> duckdb.DuckDBPyConnection:
+    def open_writer(self, schema_ensured: bool = False) -> duckdb.DuckDBPyConnection:
         """A read-write connection for page writes (one DuckDB thread), which the caller
-        closes (see io_manager._Writer)."""
+        closes (see io_manager._Writer). ``schema_ensured``: the caller's previous writer
+        connection to this file already created the tables (a reopen need not run the DDL)."""
         con = self._connect(False)
         try:
             con.execute(sql.WRITER_SETTINGS).fetchall()
-            self.ensure_schema(con)
+            if not schema_ensured:
+                self.ensure_schema(con)
         except BaseException:
             con.close()
             raise

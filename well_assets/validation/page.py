@@ -64,6 +64,9 @@ class ValidatedPage:
     # The valid rows' keys strictly ascend (as a source ordered by the key sends them): the
     # first row holds the smallest key and the last the largest (pages.ranges.within).
     keys_ascending: bool = False
+    # The checksum of the valid rows' keys (storage.contents), computed beside validation,
+    # off the writer's thread; None: not computed (the writer then computes it itself).
+    key_checksum: int | None = None
 
     @property
     def rows_rejected(self) -> int:
