@@ -501,8 +501,8 @@ def fetch_and_parse(task: PageTask) -> tuple[PageItem, ParsedPage | None]:
         logger.setLevel(logging.DEBUG)  # the caller's logger levels decide what is kept
         logger.propagate = False
         logger.addHandler(capture)
-    # Naive UTC like storage.records.utc_now, which this module cannot import: the storage
-    # package imports Dagster, which the worker must not load.
+    # Naive UTC like storage.records.utc_now (not imported for it: the storage package loads
+    # DuckDB, which a thread-mode caller's start-up need not pay for).
     out = PageItem(page=task.page, partition_key=task.partition_key,
                    started_at=datetime.now(UTC).replace(tzinfo=None))
     parsed = None
@@ -581,7 +581,9 @@ def judge(batch: list[tuple[PageItem, ParsedPage, ValidationSettings]]) -> list[
 
 def _add_key_checksums(pages: list[ValidatedPage]) -> None:
     """Each page's key checksum, for the ledger (``storage.contents``): computed here, where
-    the page fetcher's process has time to spare, not on the writer's thread."""
+    the page fetcher's process has time to spare, not on the writer's thread (whose ledger
+    statement then need not scan the page's rows). DuckDB loaded in this process costs it
+    about 30 MB of memory of its own (docs/benchmarks.md)."""
     import duckdb
 
     from well_assets.storage.contents import key_checksums

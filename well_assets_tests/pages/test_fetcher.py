@@ -14,6 +14,7 @@ import pytest
 from well_assets.errors import ExternalApiError, ValidationError, WellAssetsError
 from well_assets.odata import ClientConfig, ODataClient
 from well_assets.pages import fetcher as fetch_worker
+from well_assets.storage.contents import key_checksums
 from well_assets.validation.model import ValidationSettings
 from well_assets.validation.page import validate_page
 from well_assets_tests.odata_helpers import set_faults
@@ -47,6 +48,8 @@ def test_a_page_is_fetched_and_validated_in_another_process(demo_server, fetcher
     assert done.validated.valid.height + done.validated.rejects.height + done.validated.in_page_duplicates == 500
     assert done.result.records == []  # validated in the worker: raw records stay there
     assert done.result.first_key is not None and done.worker_peak_rss_mb > 0
+    # the key checksum the ledger records, computed beside the validation
+    assert done.validated.key_checksum == key_checksums([here.valid])[0] != 0
     assert done.worker_pid == fetcher.pid and fetcher.peak_rss_mb >= done.worker_peak_rss_mb
 
 
@@ -149,6 +152,7 @@ def test_a_script_without_a_main_guard_is_not_re_run_in_the_worker(demo_server, 
     script = tmp_path / "unguarded.py"
     script.write_text(textwrap.dedent(f"""
         from well_assets.pages import fetcher as fetch_worker
+from well_assets.storage.contents import key_checksums
         from well_assets.odata import ClientConfig
         from well_assets.validation.model import ValidationSettings
         with open({str(marker)!r}, "a") as f:
@@ -181,5 +185,6 @@ def test_without_process_support_pages_are_fetched_in_a_thread(demo_server, monk
         assert fetcher.pid is None
     assert done.error is None and done.worker_pid == os.getpid() and done.worker_peak_rss_mb == 0
     assert done.validated.valid.height == 100 and done.result.retries == 1
+    assert done.validated.key_checksum == key_checksums([done.validated.valid])[0]
     assert "fetching pages in a thread instead" in caplog.text
     assert "request_id=threaded" in caplog.text and "retry 1/" in caplog.text

@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from well_assets.pages.ranges import changed_pages, plan_offset_page, split, within
+from well_assets.storage.contents import key_checksums
 from well_assets.validation.page import validate_page
 
 
@@ -58,9 +59,13 @@ def test_plan_offset_page(page, lower, upper, first, following, covered, shifted
 )
 def test_within_keeps_the_rows_of_the_range_only(days, ascending, kept):
     page = validate_page(records([key(1, d) for d in days]))
+    page.key_checksum = key_checksums([page.valid])[0]
     assert page.keys_ascending is ascending
     part = within(page, typed(key(1, 3)), typed(key(1, 7)))
     assert part.valid["production_date"].to_list() == [dt.date(2024, 1, 1) + dt.timedelta(days=d) for d in kept]
+    # a checksum travels with the rows only while it is theirs (the ledger records it)
+    assert part.key_checksum in (None, key_checksums([part.valid])[0])
+    assert (part.key_checksum is not None) is (days == kept)
 
 
 @pytest.mark.parametrize("at", [0, 2, 3])
