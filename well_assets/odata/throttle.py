@@ -12,6 +12,11 @@ The budget adapts (AIMD) when ``adaptive``:
 - Concurrency: the requests in flight are capped by ``limit``, at most ``max_concurrency``.
   A congestion signal (429, 503, or a latency well above its moving baseline) halves it;
   every ``INCREASE_AFTER`` successes raise it by one again.
+- Spacing: a latency spike starts requests at least a baseline latency per request in
+  flight apart (the rate the halved concurrency reaches anyway, so the halving is the
+  reaction; a fixed first step of ``ADAPTIVE_FLOOR`` starved an import from a source
+  answering in milliseconds whenever the client's own CPU load showed up as latency),
+  a 503 at least ``ADAPTIVE_FLOOR`` apart.
 - Rate: a 429 caps the request rate at a little less than the rate the server accepted
   just before (the requests of the last second it answered; the requests started in that
   second, refused ones included, overstate the server's limit by those in flight when it
@@ -169,7 +174,7 @@ class Throttle:
             and latency - self._baseline > SLOW_MARGIN
         )
         if slow:
-            self._cut(ticket, refused=False)
+            self._cut(ticket, refused=False, spacing=self._baseline)
             # Fold only a bounded part of a spike into the baseline, so one
             # outlier does not teach us that slow is normal.
             latency = min(latency, SLOW_RATIO * self._baseline)  # type: ignore[operator]
@@ -180,7 +185,9 @@ class Throttle:
             (1 - BASELINE_ALPHA) * self._baseline + BASELINE_ALPHA * latency
         )
 
-    def _cut(self, ticket: Ticket, *, refused: bool) -> None:
+    def _cut(self, ticket: Ticket, *, refused: bool, spacing: float | None = None) -> None:
+        """A congestion signal: ``refused`` (429), else an overloaded server (503) or, with
+        ``spacing`` (the baseline latency), a latency spike."""
         if ticket.sent_at <= self._last_cut:
             return  # sent before the last cut: part of the episode already answered
         self._last_cut = self._clock()
@@ -198,7 +205,8 @@ class Throttle:
             factor = BACKOFF_FACTOR_429
         else:
             factor = BACKOFF_FACTOR_SLOW
-        self.interval = min(MAX_INTERVAL, max(self.interval * factor, self.min_interval + ADAPTIVE_FLOOR))
+        step = ADAPTIVE_FLOOR if spacing is None else spacing / self.limit
+        self.interval = min(MAX_INTERVAL, max(self.interval * factor, self.min_interval + step))
 
     def _recover(self) -> None:
         excess = (self.interval - self.min_interval) * DECAY_FACTOR

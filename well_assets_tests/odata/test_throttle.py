@@ -165,6 +165,28 @@ def test_latency_spike_above_baseline_slows_down():
     assert th.interval > 0.1 and th.slowdowns == 1 and th.limit == 2
 
 
+@pytest.mark.parametrize("baseline", [0.01, 2.0], ids=["fast source", "slow source"])
+def test_a_latency_spike_halves_the_concurrency_and_spaces_requests_by_the_baseline(baseline):
+    """The spacing a spike sets lets the halved concurrency run at the baseline's pace: a
+    source answering in milliseconds is not held to a fixed 0.1 s between requests."""
+    clock = FakeClock()
+    th = Throttle(0.0, adaptive=True, max_concurrency=4, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        request(th, baseline)
+    request(th, 10 * baseline + 1.0)
+    assert th.slowdowns == 1 and th.limit == 2
+    assert th.interval == pytest.approx(baseline / 2)
+
+
+def test_a_503_spaces_requests_by_at_least_the_adaptive_floor():
+    clock = FakeClock()
+    th = Throttle(0.0, adaptive=True, max_concurrency=4, clock=clock, sleep=clock.sleep)
+    for _ in range(10):
+        request(th, 0.01)
+    request(th, 0.01, status=503)
+    assert th.limit == 2 and th.interval == ADAPTIVE_FLOOR
+
+
 def test_non_adaptive_ignores_feedback():
     th = Throttle(0.0, adaptive=False, max_concurrency=4)
     request(th, status=429)
