@@ -6,6 +6,7 @@ with the writers, because DuckDB allows one process at a time on the file.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 from collections.abc import Callable
 
 import dagster as dg
@@ -45,18 +46,29 @@ def well_production_schema(wells_db: WellsDatabase) -> dg.AssetCheckResult:
     )
 
 
-def reconcile(mapped: list[tuple[int, tuple | None, bool]], ledger: pl.DataFrame,
-              on_table: dict[int, tuple[int, int]], synced_rows: dict[int, int],
-              count_range: Callable[[tuple | None, tuple | None], int] | None) -> tuple[bool, dict]:
+Mapped = list[tuple[int, tuple | None, bool]]
+
+
+def behind_source(mapped: Mapped, synced_rows: dict[int, int],
+                  count_ranges: Callable[[list[tuple]], list[int]]) -> tuple[list[int], int]:
+    """The synced pages whose key range the source now counts another number of records in
+    than at the page's last sync, and the counts it took (per group of pages, then per page
+    in a group that differs: ``pages.ranges.changed_pages``)."""
+    synced_pages = [page for page, _lower, was_synced in mapped if was_synced]
+    return changed_pages(synced_pages, {page: lower for page, lower, _ in mapped}, synced_rows, count_ranges)
+
+
+def reconcile(mapped: Mapped, ledger: pl.DataFrame, on_table: dict[int, tuple[int, int]],
+              behind: tuple[list[int], int] | None) -> tuple[bool, dict]:
     """Every page's key range against the table and the source, page by page.
 
     A synced page must still hold in its range exactly what its last sync left there,
     which is what the source had: as many rows, with the same keys (a checksum of them);
-    and the source must have as many rows in the range now (``count_range``, counted per
-    group of pages, then per page in a group that differs). The ranges must tile the key
+    and the source must have as many rows in the range now (``behind``: the pages it does
+    not, from ``behind_source``, and the counts that took). The ranges must tile the key
     space: pages 0..n-1, each starting after the one before. Equal totals prove nothing:
-    a table can miss rows in one page and keep stale ones in another. Without
-    ``count_range`` (the source could not be reached) the source is not compared."""
+    a table can miss rows in one page and keep stale ones in another. Without ``behind``
+    (the source could not be reached) the source is not compared."""
     synced = ledger.filter(pl.col("status") == "succeeded")
     last_sync = {row["page"]: (row["rows_in_range"], row["key_checksum"]) for row in synced.iter_rows(named=True)}
     differing, unsynced = [], []
@@ -69,9 +81,7 @@ def reconcile(mapped: list[tuple[int, tuple | None, bool]], ledger: pl.DataFrame
         if (rows, checksum) != (int(expected[0]), int(expected[1])):
             differing.append({"page": page_key(page), "synced_rows": int(expected[0]), "table_rows": rows,
                               "same_keys": checksum == int(expected[1])})
-    synced_pages = [page for page, _lower, was_synced in mapped if was_synced]
-    behind, counts = changed_pages(synced_pages, {page: lower for page, lower, _ in mapped}, synced_rows,
-                                   count_range) if count_range else ([], 0)
+    behind, counts = behind or ([], 0)
     pages = [page for page, _, _ in mapped]
     lowers = [lower for page, lower, _ in mapped if page > 0]
     gaps = pages != list(range(len(pages))) or any(lower is None for lower in lowers) or lowers != sorted(lowers)
@@ -97,27 +107,39 @@ def well_production_reconciliation(wells_db: WellsDatabase, odata: ODataResource
     otherwise, even when the totals agree. Pages behind the source are the sensor's next
     work; pages differing from their last sync were changed by something else."""
     source = odata.source_identity()
-    with wells_db.store().connection(read_only=True, lean=True) as con:
+    store = wells_db.store()
+    with store.connection(read_only=True, lean=True) as con:
         mapped = storage.page_map(con, source)
-        ledger = storage.latest_page_status(con, source)
-        on_table = storage.table_by_page(con, source)
         synced_rows = storage.synced_source_rows(con, source)
-    try:
-        with odata.client(run_id="reconciliation") as client:
-            passed, metadata = reconcile(mapped, ledger, on_table, synced_rows, client.count_ranges)
-    except WellAssetsError as exc:
-        passed, metadata = reconcile(mapped, ledger, on_table, synced_rows, None)
-        metadata["source_error"] = f"{exc.code}: {exc.message}"
+    # The source's counts (requests) and the table's figures (a pass over the table) take
+    # about as long on a large table: they run at the same time.
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="reconciliation") as pool:
+        counted = pool.submit(_count_behind, odata, mapped, synced_rows)
+        with store.connection(read_only=True, lean=True) as con:
+            ledger = storage.latest_page_status(con, source)
+            on_table = storage.table_by_page(con, source)
+        try:
+            behind, source_error = counted.result(), None
+        except WellAssetsError as exc:
+            behind, source_error = None, exc
+    passed, metadata = reconcile(mapped, ledger, on_table, behind)
+    if source_error is not None:
+        metadata["source_error"] = f"{source_error.code}: {source_error.message}"
         return dg.AssetCheckResult(
             passed=False, severity=dg.AssetCheckSeverity.ERROR if not passed else dg.AssetCheckSeverity.WARN,
-            metadata=metadata, description=f"the source could not be counted ({exc.code}); the table matches "
-            f"its last syncs: {passed}")
+            metadata=metadata, description=f"the source could not be counted ({source_error.code}); the table "
+            f"matches its last syncs: {passed}")
     description = None if passed else (
         f"pages differing from their last sync: {', '.join(metadata['pages_differing']) or 'none'}; "
         f"pages behind the source: {', '.join(metadata['pages_behind_source'][:50]) or 'none'}; "
         f"ranges tile the keys: {metadata['ranges_tile_the_keys']}")
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
                                description=description)
+
+
+def _count_behind(odata: ODataResource, mapped: Mapped, synced_rows: dict[int, int]) -> tuple[list[int], int]:
+    with odata.client(run_id="reconciliation") as client:
+        return behind_source(mapped, synced_rows, client.count_ranges)
 
 
 well_production_checks = [

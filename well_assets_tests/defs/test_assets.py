@@ -144,3 +144,18 @@ def test_downstream_asset_loads_the_table_through_the_io_manager(demo_server, db
     assert frame.height == len(expected_table(server)) == 1000
     assert frame.columns[:5] == ["well_code", "production_date", "oil_production", "gas_production", "water_production"]
 
+
+
+def test_reconciliation_warns_when_the_source_cannot_be_counted_and_the_table_matches_its_syncs(
+        demo_server, db_path, instance):
+    from well_assets_tests.odata_helpers import set_faults
+
+    server = demo_server(rows=1000)
+    defs = _defs(server, db_path, page_size=250)
+    assert _run_pages(defs, instance, 0, 3, 4).success
+    set_faults(server, [{"kind": "status", "status": 400}])  # not retried: every count fails at once
+    check = _reconciliation(defs, instance)
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["source_error"].value.startswith("EXTERNAL_API_ERROR")
+    assert check.metadata["pages_checked"].value == 4 and check.metadata["pages_differing"].value == []
+    assert "the source could not be counted" in check.description
