@@ -170,7 +170,7 @@ def test_writer_connection_is_reopened_between_pages_without_losing_any(demo_ser
     monkeypatch.setattr(io_manager, "REOPEN_EVERY_PAGES", 2)
     opened = []
     original = io_manager.DuckDBStore.open_writer
-    monkeypatch.setattr(io_manager.DuckDBStore, "open_writer", lambda self: opened.append(1) or original(self))
+    monkeypatch.setattr(io_manager.DuckDBStore, "open_writer", lambda self, **kw: opened.append(1) or original(self, **kw))
     server = demo_server(rows=2500, bad_rows=0.01)
     summary = run_import(server, page_size=500)
     assert summary["success"] and len(opened) == 3  # pages 0-1, 2-3, 4

@@ -152,7 +152,6 @@ def test_a_script_without_a_main_guard_is_not_re_run_in_the_worker(demo_server, 
     script = tmp_path / "unguarded.py"
     script.write_text(textwrap.dedent(f"""
         from well_assets.pages import fetcher as fetch_worker
-from well_assets.storage.contents import key_checksums
         from well_assets.odata import ClientConfig
         from well_assets.validation.model import ValidationSettings
         with open({str(marker)!r}, "a") as f:
