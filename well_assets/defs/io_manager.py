@@ -193,7 +193,9 @@ class _Sync:
                               gone=gone,
                               validate_seconds=rows.validate_seconds, lower=lower, upper=upper,
                               next_lower=next_lower, mirror_deletes=mirror,
-                              lower_recorded=item.page in self.mapped, key_checksum=rows.key_checksum,
+                              lower_recorded=item.page in self.mapped,
+                              next_lower_recorded=item.page + 1 in self.mapped, map_known=True,
+                              key_checksum=rows.key_checksum,
                               max_delete_fraction=stream.max_delete_fraction)
             try:
                 counts = self.store.write_page(con, write)
@@ -225,7 +227,10 @@ class _Sync:
             self.failures.append((item.partition_key, text))
             self.context.log.error(f"page {item.partition_key} failed: {text}")
         figures.update(first_key=key_text(figures["first_key"]), last_key=key_text(figures["last_key"]))
-        self.writer.page_committed()
+        if self.writer.page_committed():
+            # Another writer may have had the file for the instant it was closed: the map as
+            # it is now (the writes above rely on knowing it).
+            self.learn_map()
         if item.partition_key in self.stream_keys:
             add_partition_metadata(self.context, item.partition_key, page_metadata(figures))
         progress.page_done(figures)
@@ -285,11 +290,14 @@ class _Writer:
         self.con = store.open_writer()
         self._pages = 0
 
-    def page_committed(self) -> None:
+    def page_committed(self) -> bool:
+        """Counts a page; True when the connection was reopened."""
         self._pages += 1
         if self._pages % REOPEN_EVERY_PAGES == 0:
             self.con.close()
             self.con = self._store.open_writer(schema_ensured=True)
+            return True
+        return False
 
     def close(self) -> None:
         self.con.close()

@@ -100,10 +100,13 @@ def _upsert_rows(con: duckdb.DuckDBPyConnection, valid: pl.DataFrame, rows: Any,
 
 
 @contextmanager
-def registered(con: duckdb.DuckDBPyConnection, name: str, rows: Any) -> Iterator[None]:
+def registered(con: duckdb.DuckDBPyConnection, name: str, rows: Any, keep: bool = False) -> Iterator[None]:
     """``rows`` visible to SQL as ``name`` for the block. On an error the transaction is
     rolled back first: a failed statement aborts it, and an aborted transaction refuses
-    ``unregister`` (which would hide the statement's own error)."""
+    ``unregister`` (which would hide the statement's own error). ``keep``: after a block
+    that succeeded the name stays registered until the next registration under it replaces
+    it (each page's write registers its rows under the same name: unregistering costs a
+    statement a page)."""
     con.register(name, rows)
     try:
         yield
@@ -111,7 +114,8 @@ def registered(con: duckdb.DuckDBPyConnection, name: str, rows: Any) -> Iterator
         rollback(con)
         con.unregister(name)
         raise
-    con.unregister(name)
+    if not keep:
+        con.unregister(name)
 
 
 class FastInsert:
@@ -249,12 +253,16 @@ def _syncs_range(page: PageWrite) -> bool:
 
 def _record_lowers(con: duckdb.DuckDBPyConnection, page: PageWrite, now) -> None:
     """The page map: this page's lower key (kept if known) and the next page's (if given
-    and unknown)."""
-    for number, lower in ((page.page, page.lower), (page.page + 1, page.next_lower)):
-        if (number == page.page and not page.lower_recorded) or (number != page.page and lower is not None):
-            fetch_all(con, sql.SET_PAGE_LOWER, {"source": page.source, "page": number, "now": now,
-                                                "lower_well": lower[0] if lower else None,
-                                                "lower_date": lower[1] if lower else None})
+    and unknown). A caller that knows the map (``map_known``) has its rows inserted as
+    they are, else only where the map has none yet (the set-once guard, a statement's
+    cost more)."""
+    statement = sql.INSERT_PAGE_LOWER if page.map_known else sql.SET_PAGE_LOWER
+    for number, lower, recorded in ((page.page, page.lower, page.lower_recorded),
+                                    (page.page + 1, page.next_lower, page.next_lower is None or page.next_lower_recorded)):
+        if not recorded:
+            fetch_all(con, statement, {"source": page.source, "page": number, "now": now,
+                                       "lower_well": lower[0] if lower else None,
+                                       "lower_date": lower[1] if lower else None})
 
 
 _GONE_SCHEMA = {KEY[0]: pl.Utf8, KEY[1]: pl.Date, "removed": pl.Boolean}
@@ -296,7 +304,7 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
         # Registered once for the whole transaction: the upsert, the stale-row check and
         # the range's figures all read the page's rows from it.
         rows = valid.to_arrow()
-        with registered(con, sql.PAGE_VALID_VIEW, rows):
+        with registered(con, sql.PAGE_VALID_VIEW, rows, keep=True):
             new, updated, unchanged = _upsert_rows(con, valid, rows, params, fast)
             deleted = 0
             if page.mirror_deletes and not fast.nothing_stored_from(con, page.lower):

@@ -88,8 +88,14 @@ class PageWrite(PageFigures):
     upper: Key | None = None  # None: to the last key (the last page)
     next_lower: Key | None = None  # the next page's lower key, recorded if it has none yet
     # The page map already has this page's row (its lower key is never moved): the write
-    # need not try to add it.
+    # need not try to add it. The same for the next page's row.
     lower_recorded: bool = False
+    next_lower_recorded: bool = False
+    # The caller knows the page map as it is on the file (the two flags above are exact: it
+    # read the map on the connection it writes with, and has written every row since). Its
+    # rows are then inserted without the guard that keeps a lower key once recorded; a
+    # wrong flag fails the page on the map's primary key instead of passing unnoticed.
+    map_known: bool = False
     # Delete the range's rows the page no longer has. Off unless asked for: a write that
     # forgot its range must not empty the whole key space.
     mirror_deletes: bool = False

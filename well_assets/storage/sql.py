@@ -256,6 +256,11 @@ INSERT INTO odata_page_map (source, page, lower_well, lower_date, created_at)
 SELECT $source, $page, $lower_well, $lower_date, $now
 WHERE NOT EXISTS (SELECT 1 FROM odata_page_map WHERE source = $source AND page = $page)
 """
+# The same for a writer that knows the page has no row yet (PageWrite.map_known).
+INSERT_PAGE_LOWER = """
+INSERT INTO odata_page_map (source, page, lower_well, lower_date, created_at)
+VALUES ($source, $page, $lower_well, $lower_date, $now)
+"""
 SYNCED_SOURCE_ROWS = f"""
 SELECT m.page, coalesce(s.source_rows, m.source_rows) AS source_rows
 FROM odata_page_map m LEFT JOIN ({_LAST_SYNC}) s ON s.page = m.page

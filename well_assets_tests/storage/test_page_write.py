@@ -229,6 +229,24 @@ def test_a_page_lower_key_is_set_once(store):
         assert page_map(con, SOURCE) == [(1, day(6), True), (2, day(9), False)]
 
 
+def test_a_writer_that_knows_the_map_adds_its_rows_and_a_wrong_belief_fails_the_page_whole(store):
+    """The IO manager knows the page map (map_known): its rows go in without the set-once
+    guard. Should it believe a mapped page unmapped, the map's key refuses the page, which
+    is rolled back whole, rather than a lower key being moved or silently kept."""
+    with store.connection() as con:
+        store.write_page(con, make_page(0, [rec(day=d) for d in range(1, 6)], upper=day(6), next_lower=day(6),
+                                        mirror_deletes=True, map_known=True))
+        store.write_page(con, make_page(1, [rec(day=d) for d in range(6, 9)], lower=day(6), next_lower=day(9),
+                                        mirror_deletes=True, map_known=True, lower_recorded=True))
+        assert page_map(con, SOURCE) == [(0, None, True), (1, day(6), True), (2, day(9), False)]
+        before, ledger = load_table(con), page_log(con).height
+        with pytest.raises(errors.DatabaseError, match="page 1: write failed and was rolled back"):
+            store.write_page(con, make_page(1, [rec(day=d) for d in range(6, 10)], lower=day(6), next_lower=day(10),
+                                            run_id="wrong", mirror_deletes=True, map_known=True, lower_recorded=True))
+        assert load_table(con).equals(before) and page_log(con).height == ledger
+        assert page_map(con, SOURCE) == [(0, None, True), (1, day(6), True), (2, day(9), False)]
+
+
 def test_reject_seen_again_on_another_page_is_not_duplicated(store):
     bad = rec(day=9, oil=-1)
     with store.connection() as con:
