@@ -96,6 +96,26 @@ def test_the_rate_learnt_from_a_refusal_is_the_rate_the_server_accepted_not_the_
     assert th.limit == 4
 
 
+def test_requests_in_flight_at_a_refusal_and_accepted_after_it_raise_the_rate_learnt():
+    """At several in flight, the refusal comes back before requests sent ahead of it: the
+    server took those too, and the rate learnt counts them as they are answered."""
+    clock = FakeClock()
+    th = Throttle(0.0, adaptive=True, max_concurrency=16, clock=clock, sleep=clock.sleep)
+    for _ in range(12):  # 12 answered within 0.24 s...
+        request(th)
+        clock.t += 0.02
+    flying = [th.acquire() for _ in range(8)]  # ...8 more sent, not answered yet...
+    clock.t += 0.01
+    th.release(th.acquire(), 0.01, 429)  # ...and the 21st refused first
+    assert th.rate_cap == pytest.approx(12 * RATE_BACKOFF)
+    for ticket in flying:
+        th.release(ticket, 0.01, 200)
+    assert th.rate_cap == pytest.approx(20 * RATE_BACKOFF, abs=0.1)  # the server took 20 in that second
+    later = th.acquire()  # a request sent after the refusal was known teaches nothing more
+    th.release(later, 0.01, 200)
+    assert th.rate_cap == pytest.approx(20 * RATE_BACKOFF, abs=0.1)
+
+
 def test_a_rate_learnt_by_another_process_caps_this_one_until_forgotten():
     clock = FakeClock()
     th = Throttle(0.0, adaptive=True, max_concurrency=8, clock=clock, sleep=clock.sleep)
