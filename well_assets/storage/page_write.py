@@ -303,7 +303,8 @@ def write_page(con: duckdb.DuckDBPyConnection, page: PageWrite, fast: FastInsert
         con.execute("BEGIN TRANSACTION").fetchall()
         # Registered once for the whole transaction: the upsert, the stale-row check and
         # the range's figures all read the page's rows from it.
-        rows = valid.to_arrow()
+        # Arrow's string views, as Polars holds the strings: no copy into large strings.
+        rows = valid.to_arrow(compat_level=pl.CompatLevel.newest())
         with registered(con, sql.PAGE_VALID_VIEW, rows, keep=True):
             new, updated, unchanged = _upsert_rows(con, valid, rows, params, fast)
             deleted = 0
