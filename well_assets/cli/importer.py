@@ -9,6 +9,7 @@ in that instance and show in the UI; otherwise a throwaway instance is used.
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from contextlib import contextmanager
@@ -82,6 +83,7 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: P
             try:
                 with display:
                     register_pages(instance, plan.n_pages)
+                    _start_up_done()
                     page_job = pages_only_job(job) if len(runs) > 1 else job
                     for i, (first, last) in enumerate(runs):
                         last_run = i == len(runs) - 1
@@ -103,6 +105,16 @@ def run_import(request: ImportRequest, *, progress_bar: bool = False, fetcher: P
         # no ledger row explains it, so report the run's own error.
         raise RunFailed(run_errors)
     return summary
+
+
+def _start_up_done() -> None:
+    """The command turns the cyclic garbage collector off for its start-up (cli.main): the
+    objects the start-up made (modules, Dagster's instance and definitions) move out of the
+    collector's sight for good, every later collection and the one at exit skip them, and
+    the collector is on again for the runs. A caller that left it on keeps it as it is."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def pages_only_job(job: dg.JobDefinition) -> dg.JobDefinition:

@@ -70,6 +70,11 @@ def _import(args) -> int:
         max_pages = whole_number(args.max_pages, "--max-pages", 1) if args.max_pages is not None else None
     except WellAssetsError as exc:
         return fail(exc, args.json, EXIT_USAGE)
+    # The start-up below (imports, Dagster's instance and definitions) makes hundreds of
+    # thousands of objects that live as long as the command and no garbage: the cyclic
+    # collector's passes over them are pure cost. It is off until the runs start
+    # (cli.importer freezes what the start-up made and turns it back on).
+    gc.disable()
     from well_assets.pages.fetcher import PageFetcher
 
     # The page fetcher's process starts first: its imports (Polars, Pandera, httpx) run
@@ -86,15 +91,14 @@ def _import(args) -> int:
             from well_assets.cli.importer import ImportRequest, run_import
 
             request = ImportRequest(settings=settings, start_page=start_page, max_pages=max_pages)
-            # The heavy imports are done: move their objects out of the collector's sight. Every
-            # later collection, and the final one at exit, skips them.
-            gc.freeze()
             show_progress = not args.no_progress and not args.json and sys.stderr.isatty()
             summary = run_import(request, progress_bar=show_progress, fetcher=fetcher, planned=planned)
         except ConfigError as exc:  # a setting found invalid only when used (e.g. an uncreatable directory)
             return fail(exc, args.json, EXIT_USAGE)
         except WellAssetsError as exc:
             return fail(exc, args.json, EXIT_FAILED)
+        finally:
+            gc.enable()  # whatever happened before the runs (a caller's process keeps its collector)
     from well_assets.reporting import summary as report
 
     if args.json:

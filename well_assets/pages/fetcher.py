@@ -359,6 +359,7 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
     the next fetch."""
     global _IN_WORKER
     _IN_WORKER = True
+    gc.disable()  # the imports make long-lived objects only: no collections while they run
     importlib.import_module("well_assets.odata")
     importlib.import_module("well_assets.validation.page")
     from well_assets.validation.model import use_in_memory_engine
@@ -366,6 +367,7 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
     use_in_memory_engine()  # this process only validates
     # Imports done: keep their objects out of every collection, the one at exit included.
     gc.freeze()
+    gc.enable()
     outbox: queue.SimpleQueue = queue.SimpleQueue()
 
     def send() -> None:

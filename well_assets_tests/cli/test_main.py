@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pty
@@ -105,6 +106,7 @@ def test_json_summary_shape_and_exit_code(demo_server, db_path, capsys):
     code = main(["import", "--base-url", server.base_url, "--database", db_path, "--page-size", "500", "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["success"] is True
+    assert gc.isenabled()  # off for the start-up only
     for section, keys in SUMMARY_KEYS.items():
         assert keys <= set(summary["data"][section])
     assert summary["data"]["pagination_summary"]["total_pages"] == 3
@@ -129,6 +131,7 @@ def test_start_past_the_end_is_a_pagination_error(demo_server, db_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert code == 1 and out["error"]["code"] == "PAGINATION_ERROR"
     assert "pages 0..0" in out["error"]["message"]
+    assert gc.isenabled()  # on again after a start-up that failed
 
 
 def test_unreachable_source_is_an_external_api_error(db_path, capsys, monkeypatch):
