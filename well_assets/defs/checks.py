@@ -1,15 +1,16 @@
 """Asset checks on `well_production`: unique keys, schema, reconciliation with the source.
 
 They query DuckDB directly (SQL, no table load into memory) and share the `duckdb` pool
-with the writers, because DuckDB allows one process at a time on the file.
+with the writers, because DuckDB allows one process at a time on the file. They are one
+multi-asset check, so a run that checks them all pays for one step and opens the database
+once; a run may still select any of them.
 """
 
-from __future__ import annotations
-
 import concurrent.futures as cf
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from well_assets import storage
@@ -20,30 +21,44 @@ from well_assets.pages.keys import page_key
 from well_assets.pages.ranges import changed_pages
 
 
-@dg.asset_check(asset=well_production, pool="duckdb", blocking=False)
-def well_production_unique_keys(wells_db: WellsDatabase) -> dg.AssetCheckResult:
-    """No two rows share (well_code, production_date)."""
-    with wells_db.store().connection(read_only=True, lean=True) as con:
-        duplicates = storage.duplicate_key_count(con)
-        rows = storage.table_row_count(con)
-    return dg.AssetCheckResult(
-        passed=duplicates == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"duplicate_keys": duplicates, "rows": rows},
-    )
+UNIQUE_KEYS = "well_production_unique_keys"
+SCHEMA = "well_production_schema"
+RECONCILIATION = "well_production_reconciliation"
+_SPECS = [
+    dg.AssetCheckSpec(UNIQUE_KEYS, asset=well_production,
+                      description="No two rows share (well_code, production_date)."),
+    dg.AssetCheckSpec(SCHEMA, asset=well_production, description=(
+        "Accepted rows satisfy the rules they were validated with: keys present, volumes within "
+        "0..max_daily_volume (the limit the ledger recorded for each row's page).")),
+    dg.AssetCheckSpec(RECONCILIATION, asset=well_production, description=(
+        "Page by page, the table holds in each page's key range exactly what the source had there at "
+        "the page's last sync (rows and a checksum of their keys), the source holds as many rows there "
+        "now, and the ranges tile the keys without gaps: ERROR naming the pages otherwise, even when the "
+        "totals agree. Pages behind the source are the sensor's next work; pages differing from their "
+        "last sync were changed by something else.")),
+]
 
 
-@dg.asset_check(asset=well_production, pool="duckdb", blocking=False)
-def well_production_schema(wells_db: WellsDatabase) -> dg.AssetCheckResult:
-    """Accepted rows satisfy the rules they were validated with: keys present, volumes
-    within 0..max_daily_volume (the limit the ledger recorded for each row's page)."""
-    with wells_db.store().connection(read_only=True, lean=True) as con:
-        violations = storage.schema_violation_count(con)
-    return dg.AssetCheckResult(
-        passed=violations == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"violating_rows": violations},
-    )
+@dg.multi_asset_check(specs=_SPECS, can_subset=True, pool="duckdb")
+def well_production_checks(context: dg.AssetCheckExecutionContext, wells_db: WellsDatabase,
+                           odata: ODataResource) -> Iterator[dg.AssetCheckResult]:
+    """The checks on `well_production` (any subset of them): one step and one read-only
+    connection for all, instead of a step and a connection each."""
+    selected = {key.name for key in context.selected_asset_check_keys}
+    store = wells_db.store()
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="reconciliation") as pool, \
+            store.connection(read_only=True, lean=True) as con:
+        if RECONCILIATION in selected:
+            yield _reconciliation(con, pool, odata)
+        if SCHEMA in selected:
+            violations = storage.schema_violation_count(con)
+            yield dg.AssetCheckResult(check_name=SCHEMA, passed=violations == 0,
+                                      severity=dg.AssetCheckSeverity.ERROR, metadata={"violating_rows": violations})
+        if UNIQUE_KEYS in selected:
+            duplicates = storage.duplicate_key_count(con)
+            yield dg.AssetCheckResult(check_name=UNIQUE_KEYS, passed=duplicates == 0,
+                                      severity=dg.AssetCheckSeverity.ERROR,
+                                      metadata={"duplicate_keys": duplicates, "rows": storage.table_row_count(con)})
 
 
 Mapped = list[tuple[int, tuple | None, bool]]
@@ -99,51 +114,37 @@ def reconcile(mapped: Mapped, ledger: pl.DataFrame, on_table: dict[int, tuple[in
     return not differing and not behind and not gaps, metadata
 
 
-@dg.asset_check(asset=well_production, pool="duckdb", blocking=False)
-def well_production_reconciliation(wells_db: WellsDatabase, odata: ODataResource) -> dg.AssetCheckResult:
-    """Page by page, the table holds in each page's key range exactly what the source had
-    there at the page's last sync (rows and a checksum of their keys), the source holds as
-    many rows there now, and the ranges tile the keys without gaps: ERROR naming the pages
-    otherwise, even when the totals agree. Pages behind the source are the sensor's next
-    work; pages differing from their last sync were changed by something else."""
+def _reconciliation(con: duckdb.DuckDBPyConnection, pool: cf.Executor, odata: ODataResource) -> dg.AssetCheckResult:
+    """The reconciliation check (see its spec)."""
     source = odata.source_identity()
-    store = wells_db.store()
-    with store.connection(read_only=True, lean=True) as con:
-        mapped = storage.page_map(con, source)
-        synced_rows = storage.synced_source_rows(con, source)
+    mapped = storage.page_map(con, source)
+    synced_rows = storage.synced_source_rows(con, source)
     # The source's counts (requests) and the table's figures (a pass over the table) take
     # about as long on a large table: they run at the same time.
-    with cf.ThreadPoolExecutor(1, thread_name_prefix="reconciliation") as pool:
-        counted = pool.submit(_count_behind, odata, mapped, synced_rows)
-        with store.connection(read_only=True, lean=True) as con:
-            ledger = storage.latest_page_status(con, source)
-            on_table = storage.table_by_page(con, source)
-        try:
-            behind, source_error = counted.result(), None
-        except WellAssetsError as exc:
-            behind, source_error = None, exc
+    counted = pool.submit(_count_behind, odata, mapped, synced_rows)
+    ledger = storage.latest_page_status(con, source)
+    on_table = storage.table_by_page(con, source)
+    try:
+        behind, source_error = counted.result(), None
+    except WellAssetsError as exc:
+        behind, source_error = None, exc
     passed, metadata = reconcile(mapped, ledger, on_table, behind)
     if source_error is not None:
         metadata["source_error"] = f"{source_error.code}: {source_error.message}"
         return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.ERROR if not passed else dg.AssetCheckSeverity.WARN,
+            check_name=RECONCILIATION, passed=False,
+            severity=dg.AssetCheckSeverity.ERROR if not passed else dg.AssetCheckSeverity.WARN,
             metadata=metadata, description=f"the source could not be counted ({source_error.code}); the table "
             f"matches its last syncs: {passed}")
     description = None if passed else (
         f"pages differing from their last sync: {', '.join(metadata['pages_differing']) or 'none'}; "
         f"pages behind the source: {', '.join(metadata['pages_behind_source'][:50]) or 'none'}; "
         f"ranges tile the keys: {metadata['ranges_tile_the_keys']}")
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata,
-                               description=description)
+    return dg.AssetCheckResult(check_name=RECONCILIATION, passed=passed, severity=dg.AssetCheckSeverity.ERROR,
+                               metadata=metadata, description=description)
 
 
 def _count_behind(odata: ODataResource, mapped: Mapped, synced_rows: dict[int, int]) -> tuple[list[int], int]:
     with odata.client(run_id="reconciliation") as client:
         return behind_source(mapped, synced_rows, client.count_ranges)
 
-
-well_production_checks = [
-    well_production_unique_keys,
-    well_production_schema,
-    well_production_reconciliation,
-]

@@ -27,7 +27,7 @@ def build_definitions(settings: Settings, *, open_odata: ODataResource | None = 
         resources["odata"] = dg.ResourceDefinition.hardcoded_resource(open_odata, "the caller's open OData resource")
     return dg.Definitions(
         assets=[well_production, well_production_import_report],
-        asset_checks=well_production_checks,
+        asset_checks=[well_production_checks],
         jobs=[odata_import_job],
         sensors=[build_page_sensor(settings)],
         schedules=[build_nightly_refresh(settings)],
