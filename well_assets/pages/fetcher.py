@@ -456,6 +456,12 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
             while _clients:
                 _clients.popitem()[1].close()
         conn.close()
+    # Everything is sent and closed: end here, as a forked worker would. The interpreter's
+    # own shutdown would tear down what the imports and the pages built (Polars, DuckDB,
+    # Pandera, the modules) while the import waits for this process to stop.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class _Capture(logging.Handler):
