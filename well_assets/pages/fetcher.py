@@ -362,9 +362,10 @@ def _serve(conn: Any, concurrency: int = 1) -> None:
     gc.disable()  # the imports make long-lived objects only: no collections while they run
     importlib.import_module("well_assets.odata")
     importlib.import_module("well_assets.validation.page")
-    from well_assets.validation.model import use_in_memory_engine
+    from well_assets.validation.model import use_in_memory_engine, well_production_model
 
     use_in_memory_engine()  # this process only validates
+    well_production_model()  # Pandera and the default model, before the first page needs them
     # Imports done: keep their objects out of every collection, the one at exit included.
     gc.freeze()
     gc.enable()

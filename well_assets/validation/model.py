@@ -13,12 +13,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import pandera.polars as pa
 import polars as pl
-from pandera.errors import SchemaErrors
 
 from well_assets import errors
+
+if TYPE_CHECKING:
+    import pandera.polars as pa
+
+# Pandera is imported where the model is built, not with this module: the page fetcher's
+# process validates, while the writer's process needs only ValidationSettings and the
+# default limit, and its start-up is the import's critical path.
 
 DEFAULT_MAX_DAILY_VOLUME = 1e9
 
@@ -38,6 +44,8 @@ class ValidationSettings:
 @lru_cache(maxsize=32)
 def well_production_model(settings: ValidationSettings = ValidationSettings()) -> type[pa.DataFrameModel]:
     """The DataFrameModel of a parsed page for ``settings``."""
+    import pandera.polars as pa
+
     settings.validate()
     most = float(settings.max_daily_volume)
 
@@ -60,6 +68,8 @@ def well_production_model(settings: ValidationSettings = ValidationSettings()) -
 def failure_cases(frame: pl.DataFrame, settings: ValidationSettings) -> pl.DataFrame | None:
     """Pandera's failure cases for ``frame`` (lazy validation: every failing cell, with its
     column, check and row index), or None when every row passes."""
+    from pandera.errors import SchemaErrors
+
     try:
         well_production_model(settings).validate(frame, lazy=True)
     except SchemaErrors as exc:
