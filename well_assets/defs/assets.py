@@ -108,7 +108,7 @@ def well_production(
             import_id=import_id(run.tags, run.run_id, run.root_run_id),
             run_started_at=datetime.fromtimestamp(started, UTC).replace(tzinfo=None),
         )
-    _take_baseline(context, odata, wells_db, source, expired=sync == SYNC_RESYNC)
+    mapped = _start_sync(context, odata, wells_db, source, expired=sync == SYNC_RESYNC)
     return PageStream(
         fetcher=odata.page_fetcher(),
         client_config=odata.client_config(run_id=run.run_id[:8], cache_namespace=root_run),
@@ -122,38 +122,40 @@ def well_production(
         root_run_id=root_run,
         import_id=import_id(run.tags, run.run_id, run.root_run_id),
         run_started_at=datetime.fromtimestamp(started, UTC).replace(tzinfo=None),
-        ranges=known_ranges(wells_db.page_map(source), [page for page, _ in pages]),
+        ranges=known_ranges(mapped, [page for page, _ in pages]),
         max_delete_fraction=wells_db.max_delete_fraction,
         register_keys=lambda keys: instance.add_dynamic_partitions(odata_pages.name, keys),
     )
 
 
-def _take_baseline(context: dg.AssetExecutionContext, odata: ODataResource, wells_db: WellsDatabase, source: str,
-                   expired: bool) -> None:
-    """Change tracking before a run reads its pages: unless the source has a delta link (or a
-    baseline is being taken), ask the source for one now. It becomes the delta link once
-    every page was synced after this moment (the IO manager checks after the pages).
-    ``expired``: the run re-syncs because the delta link expired; it drops that link first."""
+def _start_sync(context: dg.AssetExecutionContext, odata: ODataResource, wells_db: WellsDatabase, source: str,
+                expired: bool) -> list[tuple[int, tuple | None, bool]]:
+    """Before a run reads its pages: the source's page map (returned), and change tracking:
+    unless the source has a delta link (or a baseline is being taken), ask the source for one
+    now. It becomes the delta link once every page was synced after this moment (the IO
+    manager checks after the pages). ``expired``: the run re-syncs because the delta link
+    expired; it drops that link first. One connection for both reads."""
     if odata.change_tracking_mode == "off":
-        return
+        return wells_db.page_map(source)
     store = wells_db.store()
     with store.connection() as con:
         if expired and tracking.drop_delta_link(con, source):
             context.log.info("change tracking: the expired delta link was dropped; this re-sync takes a new baseline")
         state = tracking.sync_state(con, source)
+        mapped = storage.page_map(con, source)
     if state is not None and (state.delta_link or state.pending_link):
-        return
+        return mapped
     taken_at = storage.utc_now()
     try:
         with odata.client(run_id=context.run.run_id[:8]) as client:
             baseline = client.start_tracking()
     except ChangeTrackingUnavailable as exc:
         raise dg.Failure(description=exc.message, allow_retries=False) from None
-    if baseline.delta_link is None:
-        return
-    with store.connection() as con:
-        if tracking.begin_baseline(con, source, baseline.delta_link, taken_at):
-            context.log.info("change tracking: baseline taken; it becomes the delta link once every page is synced")
+    if baseline.delta_link is not None:
+        with store.connection() as con:
+            if tracking.begin_baseline(con, source, baseline.delta_link, taken_at):
+                context.log.info("change tracking: baseline taken; it becomes the delta link once every page is synced")
+    return mapped
 
 
 @dg.asset(
