@@ -7,7 +7,7 @@ once; a run may still select any of them.
 """
 
 import concurrent.futures as cf
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import dagster as dg
 import duckdb
@@ -18,7 +18,7 @@ from well_assets.defs.assets import well_production
 from well_assets.defs.resources import ODataResource, WellsDatabase
 from well_assets.errors import WellAssetsError
 from well_assets.pages.keys import page_key
-from well_assets.pages.ranges import changed_pages
+from well_assets.pages.ranges import PageMap, changed_synced_pages
 
 
 UNIQUE_KEYS = "well_production_unique_keys"
@@ -46,10 +46,9 @@ def well_production_checks(context: dg.AssetCheckExecutionContext, wells_db: Wel
     connection for all, instead of a step and a connection each."""
     selected = {key.name for key in context.selected_asset_check_keys}
     store = wells_db.store()
-    with cf.ThreadPoolExecutor(1, thread_name_prefix="reconciliation") as pool, \
-            store.connection(read_only=True, lean=True) as con:
+    with store.connection(read_only=True, lean=True) as con:
         if RECONCILIATION in selected:
-            yield _reconciliation(con, pool, odata)
+            yield _reconciliation(con, odata)
         if SCHEMA in selected:
             violations = storage.schema_violation_count(con)
             yield dg.AssetCheckResult(check_name=SCHEMA, passed=violations == 0,
@@ -61,26 +60,14 @@ def well_production_checks(context: dg.AssetCheckExecutionContext, wells_db: Wel
                                       metadata={"duplicate_keys": duplicates, "rows": storage.table_row_count(con)})
 
 
-Mapped = list[tuple[int, tuple | None, bool]]
-
-
-def behind_source(mapped: Mapped, synced_rows: dict[int, int],
-                  count_ranges: Callable[[list[tuple]], list[int]]) -> tuple[list[int], int]:
-    """The synced pages whose key range the source now counts another number of records in
-    than at the page's last sync, and the counts it took (per group of pages, then per page
-    in a group that differs: ``pages.ranges.changed_pages``)."""
-    synced_pages = [page for page, _lower, was_synced in mapped if was_synced]
-    return changed_pages(synced_pages, {page: lower for page, lower, _ in mapped}, synced_rows, count_ranges)
-
-
-def reconcile(mapped: Mapped, ledger: pl.DataFrame, on_table: dict[int, tuple[int, int]],
+def reconcile(mapped: PageMap, ledger: pl.DataFrame, on_table: dict[int, tuple[int, int]],
               behind: tuple[list[int], int] | None) -> tuple[bool, dict]:
     """Every page's key range against the table and the source, page by page.
 
     A synced page must still hold in its range exactly what its last sync left there,
     which is what the source had: as many rows, with the same keys (a checksum of them);
     and the source must have as many rows in the range now (``behind``: the pages it does
-    not, from ``behind_source``, and the counts that took). The ranges must tile the key
+    not, from ``pages.ranges.changed_synced_pages``, and the counts that took). The ranges must tile the key
     space: pages 0..n-1, each starting after the one before. Equal totals prove nothing:
     a table can miss rows in one page and keep stale ones in another. Without ``behind``
     (the source could not be reached) the source is not compared."""
@@ -114,20 +101,21 @@ def reconcile(mapped: Mapped, ledger: pl.DataFrame, on_table: dict[int, tuple[in
     return not differing and not behind and not gaps, metadata
 
 
-def _reconciliation(con: duckdb.DuckDBPyConnection, pool: cf.Executor, odata: ODataResource) -> dg.AssetCheckResult:
+def _reconciliation(con: duckdb.DuckDBPyConnection, odata: ODataResource) -> dg.AssetCheckResult:
     """The reconciliation check (see its spec)."""
     source = odata.source_identity()
     mapped = storage.page_map(con, source)
     synced_rows = storage.synced_source_rows(con, source)
     # The source's counts (requests) and the table's figures (a pass over the table) take
     # about as long on a large table: they run at the same time.
-    counted = pool.submit(_count_behind, odata, mapped, synced_rows)
-    ledger = storage.latest_page_status(con, source)
-    on_table = storage.table_by_page(con, source)
-    try:
-        behind, source_error = counted.result(), None
-    except WellAssetsError as exc:
-        behind, source_error = None, exc
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="reconciliation") as pool:
+        counted = pool.submit(_count_behind, odata, mapped, synced_rows)
+        ledger = storage.latest_page_status(con, source)
+        on_table = storage.table_by_page(con, source)
+        try:
+            behind, source_error = counted.result(), None
+        except WellAssetsError as exc:
+            behind, source_error = None, exc
     passed, metadata = reconcile(mapped, ledger, on_table, behind)
     if source_error is not None:
         metadata["source_error"] = f"{source_error.code}: {source_error.message}"
@@ -144,7 +132,7 @@ def _reconciliation(con: duckdb.DuckDBPyConnection, pool: cf.Executor, odata: OD
                                metadata=metadata, description=description)
 
 
-def _count_behind(odata: ODataResource, mapped: Mapped, synced_rows: dict[int, int]) -> tuple[list[int], int]:
+def _count_behind(odata: ODataResource, mapped: PageMap, synced_rows: dict[int, int]) -> tuple[list[int], int]:
     with odata.client(run_id="reconciliation") as client:
-        return behind_source(mapped, synced_rows, client.count_ranges)
+        return changed_synced_pages(mapped, synced_rows, client.count_ranges)
 

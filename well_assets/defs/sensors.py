@@ -49,7 +49,7 @@ from well_assets.names import SENSOR_NAME, SYNC_DELTA, SYNC_RESYNC, SYNC_TAG, TR
 from well_assets.odata import ODataClient
 from well_assets.pages.delta import PageLocator, place
 from well_assets.pages.keys import MAX_PAGES_PER_RUN, blocks, missing_keys, page_count, page_key, range_problem, run_ranges
-from well_assets.pages.ranges import changed_pages
+from well_assets.pages.ranges import changed_synced_pages
 from well_assets.settings import Settings
 from well_assets.storage import tracking
 from well_assets.storage.tracking import SyncState
@@ -106,9 +106,8 @@ def plan_sync(cursor: dict, mapped: list, synced_rows: dict[int, int], client: O
     """After the first import: the changed pages, and the pages a stopped import has not
     reached yet (when the last mapped page was never synced, the source's count says how
     many pages remain)."""
+    changed, requests = changed_synced_pages(mapped, synced_rows, client.count_ranges)
     synced = [page for page, _lower, was_synced in mapped if was_synced]
-    changed, requests = changed_pages(synced, {page: lower for page, lower, _ in mapped}, synced_rows,
-                                      client.count_ranges)
     # Pages an import has not reached (a partial backfill, a stopped run) are imported too.
     changed = sorted(set(changed) | (set(range(mapped[-1][0] + 1)) - set(synced)))
     to_add: list[str] = []

@@ -115,7 +115,11 @@ def raw_key(key: Key | None) -> tuple | None:
     return None if key is None else (key[0], key[1].isoformat())
 
 
-def known_ranges(mapped: list[tuple[int, Key | None, bool]], pages: list[int]) -> dict[int, tuple]:
+# The page map as the store reads it: (page, lower key or None, synced yet), by page.
+PageMap = list[tuple[int, Key | None, bool]]
+
+
+def known_ranges(mapped: PageMap, pages: list[int]) -> dict[int, tuple]:
     """Of ``pages``, those synced before (``mapped``: the page map), with their key ranges as
     the client addresses them: they are read by range."""
     lowers = {page: lower for page, lower, _synced in mapped}
@@ -158,3 +162,12 @@ def changed_pages(pages: list[int], lowers: dict[int, Key | None], synced_rows: 
     changed = [page for group in differing for page in group
                if len(group) == 1 or page_counts[page] != on_file(page, page)]
     return changed, len(groups) + len(inside)
+
+
+def changed_synced_pages(mapped: PageMap, synced_rows: dict[int, int],
+                         count_ranges: CountRanges) -> tuple[list[int], int]:
+    """``changed_pages`` over the synced pages of the page map: those whose key range the
+    source now counts another number of records in than at their last sync, and the counts
+    it took (the sensor's tick and the reconciliation check)."""
+    synced = [page for page, _lower, was_synced in mapped if was_synced]
+    return changed_pages(synced, {page: lower for page, lower, _ in mapped}, synced_rows, count_ranges)
