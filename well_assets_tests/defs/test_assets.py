@@ -145,7 +145,6 @@ def test_downstream_asset_loads_the_table_through_the_io_manager(demo_server, db
     assert frame.columns[:5] == ["well_code", "production_date", "oil_production", "gas_production", "water_production"]
 
 
-
 def test_reconciliation_warns_when_the_source_cannot_be_counted_and_the_table_matches_its_syncs(
         demo_server, db_path, instance):
     from well_assets_tests.odata_helpers import set_faults
