@@ -616,6 +616,24 @@ def pass_miss(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "MISS")
 
 
+def compile_checkout() -> str:
+    """This checkout's package as bytecode, as an installed package has it (pip compiles on
+    install, Python caches on first import). An editable install run with
+    PYTHONDONTWRITEBYTECODE set (this machine sets it for every process) never caches its
+    bytecode: every process of every run would compile the package's modules from source,
+    which users' runs do not (about 50 ms of the command's start-up here). The raw loop's
+    libraries are installed packages with their bytecode already. -> what was done, for the
+    report; the executables of --import-bin/--baseline-bin compile their own checkouts."""
+    import compileall
+
+    package = REPO / "well_assets"
+    ok = compileall.compile_dir(str(package), quiet=1)
+    flag = os.environ.get("PYTHONDONTWRITEBYTECODE")
+    return (f"{package.relative_to(REPO)}/ compiled to bytecode before the runs"
+            + ("" if ok else " (some modules failed to compile)")
+            + (f"; PYTHONDONTWRITEBYTECODE={flag} in the environment" if flag else ""))
+
+
 def machine_info() -> dict:
     cpu = "unknown"
     try:
@@ -686,6 +704,8 @@ def render(summaries: list[dict], results: list[dict], machine: dict, args, star
     add(f"- Python {machine['python']}; "
         + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()))
     add(f"- well-assets commit {machine['commit']}")
+    if machine.get("bytecode"):
+        add(f"- Bytecode: {machine['bytecode']}")
     add("- Shared, noisy machine: ratios are taken within one round (A and B back to back), medians over rounds.")
     add("")
     add("## Commands")
@@ -942,6 +962,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     machine = machine_info()
+    machine["bytecode"] = compile_checkout()
     log(f"machine: {machine['cpu']}, {machine['usable_cores']} cores, load {machine['load_at_start']}")
     results = [bench_size(n, r, args, log) for n, r in zip(args.sizes, rounds)]
     summaries = [summarize(res) for res in results]
