@@ -623,7 +623,8 @@ def compile_checkout() -> str:
     bytecode: every process of every run would compile the package's modules from source,
     which users' runs do not (about 50 ms of the command's start-up here). The raw loop's
     libraries are installed packages with their bytecode already. -> what was done, for the
-    report; the executables of --import-bin/--baseline-bin compile their own checkouts."""
+    report. The checkouts behind --import-bin and --baseline-bin are the caller's to compile
+    (benchmarks/README.md)."""
     import compileall
 
     package = REPO / "well_assets"
