@@ -23,7 +23,7 @@ from well_assets.pages.keys import MAX_PAGES_PER_RUN, page_index
 from well_assets.pages.ranges import known_ranges
 from well_assets.pages.stream import PageStream
 from well_assets.reporting import summary as report
-from well_assets.storage import tracking
+from well_assets.storage import PageMap, tracking
 from well_assets.validation.model import DEFAULT_MAX_DAILY_VOLUME, ValidationSettings
 
 # dagster.yaml lists this logger under python_logs, so its INFO+ lines (retries,
@@ -129,7 +129,7 @@ def well_production(
 
 
 def _start_sync(context: dg.AssetExecutionContext, odata: ODataResource, wells_db: WellsDatabase, source: str,
-                expired: bool) -> list[tuple[int, tuple | None, bool]]:
+                expired: bool) -> PageMap:
     """Before a run reads its pages: the source's page map (returned), and change tracking:
     unless the source has a delta link (or a baseline is being taken), ask the source for one
     now. It becomes the delta link once every page was synced after this moment (the IO

@@ -18,7 +18,8 @@ from well_assets.defs.assets import well_production
 from well_assets.defs.resources import ODataResource, WellsDatabase
 from well_assets.errors import WellAssetsError
 from well_assets.pages.keys import page_key
-from well_assets.pages.ranges import PageMap, changed_synced_pages
+from well_assets.pages.ranges import changed_synced_pages
+from well_assets.storage import PageMap
 
 
 UNIQUE_KEYS = "well_production_unique_keys"

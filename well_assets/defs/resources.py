@@ -28,7 +28,7 @@ from well_assets.defs.io_manager import WellsDuckDBIOManager
 from well_assets.errors import ConfigError
 from well_assets.odata import ClientConfig, ODataClient
 from well_assets.pages.fetcher import PageFetcher
-from well_assets.storage import DuckDBStore
+from well_assets.storage import DuckDBStore, PageMap
 
 _CLIENT_DEFAULTS = ClientConfig(base_url="http://defaults.invalid")  # the one place the client's defaults live
 # The resource's fields that are the client's own settings, passed on by name.
@@ -196,7 +196,7 @@ class WellsDatabase(dg.ConfigurableResource):
     def store(self) -> DuckDBStore:
         return DuckDBStore(self.path, lock_timeout=self.lock_timeout)
 
-    def page_map(self, source: str) -> list[tuple[int, tuple | None, bool]]:
+    def page_map(self, source: str) -> PageMap:
         """The page map of ``source`` (empty before the first import)."""
         return self.store().page_map(source)
 

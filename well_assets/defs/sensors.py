@@ -51,7 +51,7 @@ from well_assets.pages.delta import PageLocator, place
 from well_assets.pages.keys import MAX_PAGES_PER_RUN, blocks, missing_keys, page_count, page_key, range_problem, run_ranges
 from well_assets.pages.ranges import changed_synced_pages
 from well_assets.settings import Settings
-from well_assets.storage import tracking
+from well_assets.storage import PageMap, tracking
 from well_assets.storage.tracking import SyncState
 
 
@@ -101,7 +101,7 @@ def plan_tick(cursor: dict, count: int, page_size: int, source: str, registered:
     return TickPlan(to_add, run_ranges(0, n_pages - 1, max_pages_per_run), f"first import: {pages_text}", new_cursor)
 
 
-def plan_sync(cursor: dict, mapped: list, synced_rows: dict[int, int], client: ODataClient, page_size: int, source: str,
+def plan_sync(cursor: dict, mapped: PageMap, synced_rows: dict[int, int], client: ODataClient, page_size: int, source: str,
               registered: list[str]) -> TickPlan:
     """After the first import: the changed pages, and the pages a stopped import has not
     reached yet (when the last mapped page was never synced, the source's count says how
@@ -124,7 +124,7 @@ def plan_sync(cursor: dict, mapped: list, synced_rows: dict[int, int], client: O
     return TickPlan(to_add, blocks(changed, MAX_PAGES_PER_RUN), reason, {"source": source, "page_size": page_size, "seq": seq})
 
 
-def plan_delta(cursor: dict, mapped: list, state: SyncState, staged: list[int], client: ODataClient,
+def plan_delta(cursor: dict, mapped: PageMap, state: SyncState, staged: list[int], client: ODataClient,
                source: str, page_size: int) -> TickPlan:
     """With a delta link: the pages that hold staged changes not applied yet, else the pages
     the changes since the delta link fall in (or every page, when the link expired)."""

@@ -22,7 +22,7 @@ from well_assets import errors
 from well_assets.odata import ODataClient
 from well_assets.pages.fetcher import JUDGED_TOGETHER, PageItem, judge
 from well_assets.pages.stream import PageStream
-from well_assets.storage import Key, page_map, to_key, tracking
+from well_assets.storage import PageMap, page_map, to_key, tracking
 from well_assets.validation.page import parse_page
 
 
@@ -38,7 +38,7 @@ class DeltaRead:
 class PageLocator:
     """The page whose key range holds a key, from the page map's lower keys."""
 
-    def __init__(self, mapped: list[tuple[int, Key | None, bool]]) -> None:
+    def __init__(self, mapped: PageMap) -> None:
         bounded = sorted((page, lower) for page, lower, _synced in mapped if page > 0 and lower is not None)
         self._pages = [page for page, _ in bounded]
         self._lowers = [lower for _, lower in bounded]

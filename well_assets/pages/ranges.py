@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from well_assets.storage import Key, to_key
+from well_assets.storage import Key, PageMap, to_key
 from well_assets.validation.columns import KEY
 from well_assets.validation.page import ValidatedPage
 
@@ -113,10 +113,6 @@ def split(page: ValidatedPage, lower: Key | None, split_keys: list[tuple]) -> li
 def raw_key(key: Key | None) -> tuple | None:
     """A key as the OData client addresses it (the date as ISO text)."""
     return None if key is None else (key[0], key[1].isoformat())
-
-
-# The page map as the store reads it: (page, lower key or None, synced yet), by page.
-PageMap = list[tuple[int, Key | None, bool]]
 
 
 def known_ranges(mapped: PageMap, pages: list[int]) -> dict[int, tuple]:

@@ -18,7 +18,7 @@ from well_assets.storage.reads import (
     table_by_page,
     table_row_count,
 )
-from well_assets.storage.records import Key, PageCounts, PageFailure, PageWrite, source_identity, to_key, utc_now
+from well_assets.storage.records import Key, PageCounts, PageMap, PageFailure, PageWrite, source_identity, to_key, utc_now
 from well_assets.storage.store import DATABASE_SETTING, DuckDBStore
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Key",
     "PageCounts",
     "PageFailure",
+    "PageMap",
     "PageWrite",
     "duplicate_key_count",
     "has_table",

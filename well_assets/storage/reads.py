@@ -8,6 +8,7 @@ import duckdb
 import polars as pl
 
 from well_assets.storage import sql
+from well_assets.storage.records import PageMap
 from well_assets.validation.model import DEFAULT_MAX_DAILY_VOLUME
 
 
@@ -69,7 +70,7 @@ def load_rejects(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return con.sql(sql.LOAD_REJECTS).pl()
 
 
-def page_map(con: duckdb.DuckDBPyConnection, source: str) -> list[tuple[int, tuple | None, bool]]:
+def page_map(con: duckdb.DuckDBPyConnection, source: str) -> PageMap:
     """Every mapped page of ``source``: (page, lower key or None, synced yet), by page."""
     rows = con.execute(sql.PAGE_MAP, {"source": source}).fetchall()
     return [(page, (well, day) if well is not None else None, bool(synced)) for page, well, day, synced in rows]

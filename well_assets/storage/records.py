@@ -71,6 +71,8 @@ class PageFigures:
 
 
 Key = tuple[str, date]  # (well_code, production_date)
+# The page map as the store reads it: (page, lower key or None, synced yet), by page.
+PageMap = list[tuple[int, Key | None, bool]]
 
 
 @dataclass(kw_only=True)

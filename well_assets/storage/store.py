@@ -17,7 +17,7 @@ from well_assets import errors
 from well_assets.settings import validate_database
 from well_assets.storage import page_write, reads, sql
 from well_assets.storage.page_write import fetch_all
-from well_assets.storage.records import PageCounts, PageFailure, PageWrite, utc_now
+from well_assets.storage.records import PageCounts, PageFailure, PageMap, PageWrite, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class DuckDBStore:
 
     # -- page size ------------------------------------------------------------------
 
-    def page_map(self, source: str) -> list[tuple[int, tuple | None, bool]]:
+    def page_map(self, source: str) -> PageMap:
         """The page map of ``source`` (empty before the first import; creates no file)."""
         if not self.path.exists():
             return []
